@@ -1,0 +1,92 @@
+"""The items that travel along the edges of a pipeline graph.
+
+Plain frozen dataclasses: the graph's nodes take one and return another, so each node is a
+function that can be tested (and shipped to a Dask worker) on its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Routed", "FrameTask", "FrameResult", "RunFeatures", "RunAnalysis", "replace"]
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A raw document with the run and stream it belongs to.
+
+    ``problem`` is set when the document cannot be attributed or used (an event before any
+    start, an unknown descriptor, a second stop); such documents are logged and skipped.
+    """
+
+    name: str
+    doc: dict
+    run_uid: str | None = None
+    stream: str | None = None
+    problem: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FrameTask:
+    """The per-frame work of one raw event: frames in, processed image, then features out.
+
+    ``frames`` holds the raw frames (or, for external data, ``None`` until filled); ``image``
+    the processed image once averaged. Once ``problem`` is set, later steps pass the task on
+    untouched and it ends as a skipped frame.
+    """
+
+    run_uid: str
+    seq_num: int
+    stream: str
+    frames: Any = None
+    background: np.ndarray | None = None
+    image: np.ndarray | None = None
+    problem: str | None = None
+    time: float = 0.0
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """The outcome of one raw event: its features (``frame`` = the event's ``seq_num``).
+
+    No image is kept: once the features are out, the frame's memory is released.
+    """
+
+    run_uid: str
+    seq_num: int
+    features: pd.DataFrame
+    total_intensity: float = 0.0
+    problem: str | None = None
+
+    @property
+    def n_peaks(self) -> int:
+        return len(self.features)
+
+
+@dataclass(frozen=True)
+class RunFeatures:
+    """Every frame result of one raw run, gathered at its stop document."""
+
+    run_uid: str
+    start: dict
+    stop: dict
+    results: tuple[FrameResult, ...]
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunAnalysis:
+    """The end-of-run analysis: linked tracks and crystal maps of one raw run."""
+
+    run_uid: str
+    stop: dict
+    tracks: pd.DataFrame
+    particles: pd.DataFrame
+    maps: np.ndarray
+    grid: dict
+    problems: tuple[str, ...] = ()
+    failure: str | None = None
