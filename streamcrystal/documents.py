@@ -173,10 +173,15 @@ class ExternalData:
         Resource ``spec`` -> handler class; default :func:`default_handler_registry`.
     root_map : dict, optional
         Path prefixes to rewrite (``{old_root: new_root}``), as for databroker.
+    frame_key : str, optional
+        A data key holding the raw ``seq_num`` of derived events (the seed's callbacks chain
+        runs: their events are numbered in output order, the raw frame travels as data).
     """
 
-    def __init__(self, data_key: str, *, handler_registry: dict | None = None, root_map: dict | None = None) -> None:
+    def __init__(self, data_key: str, *, handler_registry: dict | None = None, root_map: dict | None = None,
+                 frame_key: str | None = None) -> None:
         self.data_key = data_key
+        self.frame_key = frame_key
         self.root_map = dict(root_map or {})
         registry = default_handler_registry() if handler_registry is None else dict(handler_registry)
         self._filler = event_model.Filler(registry, root_map=self.root_map, inplace=False)
@@ -199,12 +204,12 @@ class ExternalData:
         self._stream_resources = {k: v for k, v in self._stream_resources.items() if v.get("run_start") != run_uid}
         self._descriptors = {k: v for k, v in self._descriptors.items() if v.get("run_start") != run_uid}
         if not self._descriptors:
-            self._filler.clear_document_cache()
+            self._filler.clear_document_caches()
 
     def event_task(self, routed: Routed) -> FrameTask | None:
         """The frame task of one event of the processed (or dark) stream, data filled."""
         doc = routed.doc
-        seq_num = int(doc.get("seq_num", -1))
+        seq_num = int(doc.get("data", {}).get(self.frame_key, doc.get("seq_num", -1)))
         task = FrameTask(routed.run_uid, seq_num, routed.stream, time=doc.get("time", 0.0))
         descriptor = self._descriptors.get(doc["descriptor"], {})
         data_key_info = descriptor.get("data_keys", {}).get(self.data_key, {})

@@ -13,7 +13,8 @@ __all__ = ["FEATURE_COLUMNS", "locate", "empty_features"]
 #: The columns of a located feature, in trackpy's order (``ep`` last).
 FEATURE_COLUMNS: tuple[str, ...] = ("y", "x", "mass", "size", "ecc", "signal", "raw_mass", "ep")
 
-_ENGINES = ("trackpy",)
+#: "trackpy" is trackpy's own locate; trackpy's engine names select its inner engine.
+_ENGINES = ("trackpy", "auto", "python", "numba")
 
 
 def empty_features() -> pd.DataFrame:
@@ -36,8 +37,9 @@ def locate(image: np.ndarray, diameter: int, *, engine: str = "trackpy", **kwarg
         The processed (averaged, background-subtracted, clipped) image.
     diameter : int
         Odd feature diameter in pixels, as in trackpy.
-    engine : {"trackpy"}
-        The peak finder.
+    engine : {"trackpy", "auto", "python", "numba"}
+        The peak finder: ``"trackpy"`` is ``trackpy.locate`` as it is; trackpy's own engine
+        names are passed on to it.
     **kwargs
         Any other keyword of ``trackpy.locate`` (``percentile``, ``separation``, ``minmass``,...).
 
@@ -59,6 +61,8 @@ def locate(image: np.ndarray, diameter: int, *, engine: str = "trackpy", **kwarg
         raise ValueError(f"engine {engine!r} is not one of the valid engines {_ENGINES!r}")
     import trackpy  # imported here: trackpy pulls in numba and pandas plotting at import
 
+    if engine != "trackpy":
+        kwargs["engine"] = engine
     features = trackpy.locate(image, diameter, **kwargs)
     if len(features) == 0:
         return empty_features()

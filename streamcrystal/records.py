@@ -80,13 +80,21 @@ class RunFeatures:
 
 @dataclass(frozen=True)
 class RunAnalysis:
-    """The end-of-run analysis: linked tracks and crystal maps of one raw run."""
+    """The end-of-run analysis of one raw run: features, linked tracks and crystal maps.
+
+    ``grid`` holds the scan grid (``shape``, ``snaking``, ``extents``, ``dims``);
+    ``particles``/``maps`` are filled by the ``map`` node; ``failure`` says why linking or
+    mapping failed (the features are kept all the same).
+    """
 
     run_uid: str
+    start: dict
     stop: dict
+    features: pd.DataFrame
+    frames: pd.DataFrame
     tracks: pd.DataFrame
-    particles: pd.DataFrame
-    maps: np.ndarray
+    particles: pd.DataFrame | None
+    maps: np.ndarray | None
     grid: dict
     problems: tuple[str, ...] = ()
     failure: str | None = None

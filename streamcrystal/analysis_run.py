@@ -1,0 +1,196 @@
+"""Event-model documents out: one analysis run per raw run (the ``to_event_model`` node).
+
+Streams of an analysis run:
+
+``features``  one event per located peak, emitted as each raw event is processed;
+``frames``    one event per processed raw event (peaks found, intensity, skip reason);
+``tracks``    after the raw stop, one event per linked feature (features + ``particle``);
+``maps``      after the raw stop, one event per particle: its crystal map over the scan grid.
+
+The descriptors of ``features`` and ``frames`` are emitted with the start, so a run without
+any peak still has them (the original emitted none).
+"""
+from __future__ import annotations
+
+import logging
+import time as ttime
+from collections.abc import Mapping
+
+import event_model
+import numpy as np
+import pandas as pd
+
+from .peaks import FEATURE_COLUMNS
+from .records import FrameResult, Routed, RunAnalysis
+
+__all__ = ["AnalysisRun", "to_event_model", "STREAMS"]
+
+logger = logging.getLogger("streamcrystal")
+
+STREAMS = ("features", "frames", "tracks", "maps")
+_SOURCE = "streamcrystal"
+
+
+def _number(dtype: str = "number") -> dict:
+    return {"dtype": dtype, "shape": [], "source": _SOURCE}
+
+
+_FEATURE_KEYS = {**{c: _number() for c in FEATURE_COLUMNS}, "frame": _number("integer")}
+_FRAME_KEYS = {
+    "frame": _number("integer"),
+    "n_peaks": _number("integer"),
+    "total_intensity": _number(),
+    "skipped": _number("boolean"),
+    "skip_reason": _number("string"),
+}
+_TRACK_KEYS = {**_FEATURE_KEYS, "particle": _number("integer")}
+
+
+def _map_keys(shape, dims) -> dict:
+    return {
+        "particle": _number("integer"),
+        "y": _number(),
+        "x": _number(),
+        "n_frames": _number("integer"),
+        "total_intensity": _number(),
+        "map": {"dtype": "array", "shape": list(shape), "dtype_numpy": "<f8", "dims": list(dims), "source": _SOURCE},
+    }
+
+
+def _plain(value):
+    """A JSON/msgpack-friendly Python scalar of a numpy or pandas value."""
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+class AnalysisRun:
+    """Compose the documents of the analysis run of one raw run.
+
+    Parameters
+    ----------
+    raw_start : dict
+        The raw run's start document.
+    provenance : dict
+        The pipeline's description (nodes, edges, parameters, versions), stored under
+        ``pipeline`` in the analysis start.
+    stage : str
+        ``analysis_stage`` of the start document.
+    """
+
+    def __init__(self, raw_start: Mapping, provenance: Mapping, *, stage: str = "peak_tracking") -> None:
+        self.raw_uid = raw_start["uid"]
+        metadata = {
+            "raw_uid": self.raw_uid,
+            "analysis_stage": stage,
+            "plan_name": stage,
+            "pipeline": dict(provenance),
+        }
+        for key in ("scan_id", "sample"):
+            if key in raw_start:
+                metadata[f"raw_{key}"] = raw_start[key]
+        self._bundle = event_model.compose_run(metadata=metadata)
+        self._composers: dict[str, event_model.ComposeDescriptorBundle] = {}
+
+    @property
+    def uid(self) -> str:
+        return self._bundle.start_doc["uid"]
+
+    def _descriptor(self, stream: str, data_keys: dict) -> list:
+        bundle = self._bundle.compose_descriptor(name=stream, data_keys=data_keys)
+        self._composers[stream] = bundle
+        return [("descriptor", bundle.descriptor_doc)]
+
+    def _event(self, stream: str, data: dict) -> tuple[str, dict]:
+        now = ttime.time()
+        data = {key: _plain(value) for key, value in data.items()}
+        return ("event", self._composers[stream].compose_event(data=data, timestamps={k: now for k in data}))
+
+    def open(self, streams=("features", "frames")) -> list[tuple[str, dict]]:
+        """The start document and the descriptors of the per-frame ``streams``."""
+        docs = [("start", self._bundle.start_doc)]
+        for stream in streams:
+            docs += self._descriptor(stream, {"features": _FEATURE_KEYS, "frames": _FRAME_KEYS}[stream])
+        return docs
+
+    def frame(self, result: FrameResult) -> list[tuple[str, dict]]:
+        """One ``features`` event per peak of a frame, then its ``frames`` event."""
+        columns = [*FEATURE_COLUMNS, "frame"]
+        docs = [self._event("features", dict(zip(columns, row))) for row in result.features[columns].itertuples(index=False)]
+        summary = {
+            "frame": result.seq_num,
+            "n_peaks": result.n_peaks,
+            "total_intensity": result.total_intensity,
+            "skipped": result.problem is not None,
+            "skip_reason": result.problem or "",
+        }
+        docs.append(self._event("frames", summary))
+        return docs
+
+    def close(self, analysis: RunAnalysis, streams=("tracks", "maps")) -> list[tuple[str, dict]]:
+        """The ``tracks`` and ``maps`` streams and the stop document."""
+        docs = []
+        if "tracks" in streams:
+            docs += self._descriptor("tracks", _TRACK_KEYS)
+            columns = list(_TRACK_KEYS)
+            for row in analysis.tracks[columns].itertuples(index=False):
+                docs.append(self._event("tracks", dict(zip(columns, row))))
+        if "maps" in streams:
+            docs += self._maps(analysis)
+        docs.append(("stop", self._stop(analysis.stop, analysis.problems, analysis.failure)))
+        return docs
+
+    def close_without_tracks(self, raw_stop: Mapping) -> list[tuple[str, dict]]:
+        """Only the stop document (for a run of per-frame streams only)."""
+        return [("stop", self._stop(raw_stop, (), None))]
+
+    def _maps(self, analysis: RunAnalysis) -> list[tuple[str, dict]]:
+        grid = analysis.grid
+        docs = self._descriptor("maps", _map_keys(grid["shape"], grid["dims"]))
+        particles = analysis.particles if analysis.particles is not None else pd.DataFrame()
+        for i, particle in enumerate(particles.itertuples(index=False)):
+            data = {
+                "particle": particle.particle,
+                "y": particle.y,
+                "x": particle.x,
+                "n_frames": particle.n_frames,
+                "total_intensity": particle.total_intensity,
+                "map": analysis.maps[i],
+            }
+            docs.append(self._event("maps", data))
+        return docs
+
+    def _stop(self, raw_stop: Mapping, problems, failure: str | None) -> dict:
+        exit_status = raw_stop.get("exit_status", "success")
+        reasons = [raw_stop["reason"]] if raw_stop.get("reason") else []
+        if failure:
+            exit_status = "fail"
+            reasons.append(failure)
+        if problems:
+            reasons.append(f"skipped {len(problems)}: " + "; ".join(problems))
+        return self._bundle.compose_stop(exit_status=exit_status, reason=" | ".join(reasons))
+
+
+def to_event_model(state: dict, item, *, provenance: Mapping) -> tuple[dict, list[tuple[str, dict]]]:
+    """Turn analysis records into documents (the ``to_event_model`` node, per-run state).
+
+    ``item`` is the raw start (opens an analysis run), a :class:`FrameResult` (features and
+    frames events) or a :class:`RunAnalysis` (tracks, maps, stop; closes the analysis run).
+    """
+    if isinstance(item, Routed):
+        run = AnalysisRun(item.doc, provenance)
+        state[item.run_uid] = run
+        return state, run.open()
+    run = state.get(item.run_uid)
+    if run is None:
+        logger.warning("run %s: %s for a run whose start was not seen; dropped", item.run_uid, type(item).__name__)
+        return state, []
+    if isinstance(item, FrameResult):
+        return state, run.frame(item)
+    del state[item.run_uid]
+    return state, run.close(item)
+

@@ -1,0 +1,210 @@
+"""The seed's callbacks, same names: ``ImageProcessor``, ``PeakTracker``, ``TrackLinker``.
+
+Each is a small streamz graph built from the same segments and steps as
+:func:`~streamcrystal.pipeline.peak_tracking`, so a chain of them gives the same features and
+links as the pipeline::
+
+    ip = ImageProcessor("dexela_image", subtrahend=image)
+    pt = PeakTracker("dexela_image", diameter=15, percentile=80, separation=100)
+    tl = TrackLinker(db=DB2, search_range=50)
+    tl.subscribe(DB2.insert)
+    pt.subscribe(tl)
+    pt.subscribe(DB2.insert)
+    ip.subscribe(pt)
+
+Between callbacks the raw event's ``seq_num`` travels as the data key ``frame``, so frames
+keep the scan's numbering (the original numbered them in output order). The tracker keeps
+the features of a run in memory, so linking does not depend on the order in which the
+callbacks were subscribed to the database (the original read them back from ``db``).
+"""
+from __future__ import annotations
+
+import logging
+import time as ttime
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import event_model
+import numpy as np
+import pandas as pd
+from streamz import Stream
+
+from .analysis_run import AnalysisRun
+from .documents import ExternalData
+from .frames import average_frames
+from .peaks import FEATURE_COLUMNS
+from .pipeline import LINK_KEYWORDS, LOCATE_KEYWORDS, background_node, frame_nodes, input_nodes, locate_node, run_nodes
+from .records import FrameResult, FrameTask, Routed, RunAnalysis
+
+__all__ = ["ImageProcessor", "PeakTracker", "TrackLinker"]
+
+logger = logging.getLogger("streamcrystal")
+
+
+class _GraphCallback:
+    """A bluesky callback around a streamz graph: ``cb(name, doc)`` in, ``subscribe`` out."""
+
+    def __init__(self, nodes: dict[str, Stream], parameters: Mapping) -> None:
+        self.nodes = nodes
+        self.parameters = dict(parameters)
+
+    def __call__(self, name: str, doc: Mapping) -> None:
+        try:
+            self.nodes["documents"].emit((name, doc))
+        except Exception:  # a callback must never kill acquisition
+            logger.exception("%s failed on a %s document", type(self).__name__, name)
+
+    def subscribe(self, callback: Callable[[str, dict], Any]) -> None:
+        """Send each output document to ``callback(name, doc)``."""
+        self.nodes["outputs"].sink(lambda item: callback(*item))
+
+    def _provenance(self) -> dict:
+        return {"callback": type(self).__name__, "parameters": self.parameters}
+
+
+class ImageProcessor(_GraphCallback):
+    """Average the frames of each event, subtract ``subtrahend``, clip negatives to zero.
+
+    Emits a run whose ``primary`` events hold the processed image under ``data_key`` and
+    the raw ``seq_num`` under ``frame``.
+
+    Parameters
+    ----------
+    data_key : str
+        The key of the detector frames.
+    subtrahend : array_like, optional
+        The background (2-D, or frames averaged); default: the run's ``dark`` stream mean.
+    stream_name : str
+        The raw stream to process.
+    """
+
+    def __init__(self, data_key: str, subtrahend=None, *, stream_name: str = "primary", **external_kwargs) -> None:
+        background = None if subtrahend is None else average_frames(subtrahend)
+        n: dict[str, Stream] = {}
+        input_nodes(n, ExternalData(data_key, **external_kwargs), streams={stream_name, "dark"})
+        background_node(n, stream_name=stream_name, dark_stream="dark", subtrahend=background)
+        frame_nodes(n)
+        super().__init__(n, {"data_key": data_key, "stream_name": stream_name})
+        out = n["start"].union(n["clip"], n["stop"], stream_name="start+images+stop")
+        n["to_event_model"] = out.accumulate(self._compose, start={}, returns_state=True, stream_name="to_event_model")
+        n["outputs"] = n["to_event_model"].flatten(stream_name="outputs")
+
+    def _compose(self, state: dict, item) -> tuple[dict, list]:
+        key = self.parameters["data_key"]
+        if isinstance(item, FrameTask):
+            if item.run_uid not in state or item.problem is not None:
+                return state, []
+            bundle, descriptor = state[item.run_uid]
+            docs = []
+            if descriptor is None:
+                data_keys = {
+                    key: {"dtype": "array", "shape": list(item.image.shape), "dtype_numpy": "<f8", "source": "ImageProcessor"},
+                    "frame": {"dtype": "integer", "shape": [], "source": "ImageProcessor"},
+                }
+                descriptor = bundle.compose_descriptor(name="primary", data_keys=data_keys)
+                state[item.run_uid] = (bundle, descriptor)
+                docs.append(("descriptor", descriptor.descriptor_doc))
+            now = ttime.time()
+            docs.append(("event", descriptor.compose_event(data={key: item.image, "frame": item.seq_num},
+                                                            timestamps={key: now, "frame": now})))
+            return state, docs
+        if item.name == "start":
+            metadata = {"raw_uid": item.run_uid, "analysis_stage": "image_processing", "pipeline": self._provenance()}
+            bundle = event_model.compose_run(metadata=metadata)
+            state[item.run_uid] = (bundle, None)
+            return state, [("start", bundle.start_doc)]
+        bundle, _ = state.pop(item.run_uid)
+        stop = bundle.compose_stop(exit_status=item.doc.get("exit_status", "success"), reason=item.doc.get("reason", ""))
+        return state, [("stop", stop)]
+
+
+class PeakTracker(_GraphCallback):
+    """Find the Bragg peaks of each processed image; emit one ``features`` event per peak.
+
+    Parameters
+    ----------
+    data_key : str
+        The key of the (processed) images.
+    diameter : int
+        trackpy's feature diameter.
+    **locate_kwargs
+        More keywords of ``trackpy.locate`` (``percentile``, ``separation``, ...).
+    """
+
+    def __init__(self, data_key: str, diameter: int, *, engine: str = "trackpy", stream_name: str = "primary",
+                 **locate_kwargs) -> None:
+        unknown = set(locate_kwargs) - LOCATE_KEYWORDS
+        if unknown:
+            raise TypeError(f"not keywords of trackpy.locate: {sorted(unknown)}; valid: {sorted(LOCATE_KEYWORDS)}")
+        n: dict[str, Stream] = {}
+        input_nodes(n, ExternalData(data_key, frame_key="frame"), streams={stream_name})
+        background_node(n, stream_name=stream_name, dark_stream=None, subtrahend=None)
+        frame_nodes(n)
+        locate_node(n, diameter=diameter, engine=engine, locate_kwargs=locate_kwargs)
+        super().__init__(n, {"data_key": data_key, "diameter": diameter, "locate_kwargs": locate_kwargs})
+        out = n["start"].union(n["locate"], n["stop"], stream_name="start+features+stop")
+        n["to_event_model"] = out.accumulate(self._compose, start={}, returns_state=True, stream_name="to_event_model")
+        n["outputs"] = n["to_event_model"].flatten(stream_name="outputs")
+
+    def _compose(self, state: dict, item) -> tuple[dict, list]:
+        if isinstance(item, FrameResult):
+            run = state.get(item.run_uid)
+            return state, (run.frame(item) if run else [])
+        if item.name == "start":
+            raw_uid = item.doc.get("raw_uid", item.run_uid)
+            run = AnalysisRun({**item.doc, "uid": raw_uid}, self._provenance(), stage="peak_finding")
+            state[item.run_uid] = run
+            return state, run.open()
+        run = state.pop(item.run_uid)
+        return state, run.close_without_tracks(item.doc)
+
+
+def _feature_result(routed: Routed) -> FrameResult:
+    """A ``features`` event of a PeakTracker as a one-row frame result."""
+    data = routed.doc["data"]
+    row = pd.DataFrame({column: [float(data.get(column, np.nan))] for column in FEATURE_COLUMNS})
+    frame = int(data["frame"])
+    return FrameResult(routed.run_uid, frame, row.assign(frame=np.int64(frame)))
+
+
+class TrackLinker(_GraphCallback):
+    """Link the peaks of a run at its stop; emit one ``tracks`` event per linked feature.
+
+    Parameters
+    ----------
+    db : databroker.Broker, optional
+        Accepted for the seed's signature. The features arrive through the subscription
+        chain and are kept in memory, so nothing is read back from ``db``.
+    search_range : float
+        trackpy.link's largest displacement (pixels).
+    **link_kwargs
+        More keywords of ``trackpy.link`` (``memory``, ...).
+    """
+
+    def __init__(self, *, db=None, search_range: float, **link_kwargs) -> None:
+        unknown = set(link_kwargs) - LINK_KEYWORDS
+        if unknown:
+            raise TypeError(f"not keywords of trackpy.link: {sorted(unknown)}; valid: {sorted(LINK_KEYWORDS)}")
+        self.db = db
+        n: dict[str, Stream] = {}
+        input_nodes(n, ExternalData("frame"), streams=set())
+        n["locate"] = (
+            n["event"].filter(lambda routed: routed.stream == "features", stream_name="features events")
+            .map(_feature_result, stream_name="feature rows")
+        )
+        parameters = {"search_range": search_range, "link_kwargs": link_kwargs, "stream_name": "features",
+                      "intensity": "mass", "min_frames": 1}
+        run_nodes(n, parameters)
+        super().__init__(n, parameters)
+        out = n["start"].union(n["link"], stream_name="start+tracks")
+        n["to_event_model"] = out.accumulate(self._compose, start={}, returns_state=True, stream_name="to_event_model")
+        n["outputs"] = n["to_event_model"].flatten(stream_name="outputs")
+
+    def _compose(self, state: dict, item) -> tuple[dict, list]:
+        if isinstance(item, RunAnalysis):
+            run = state.pop(item.run_uid)
+            return state, run.close(item, streams=("tracks",))
+        raw_uid = item.doc.get("raw_uid", item.run_uid)
+        run = AnalysisRun({**item.doc, "uid": raw_uid}, self._provenance(), stage="track_linking")
+        state[item.run_uid] = run
+        return state, run.open(streams=())

@@ -1,0 +1,202 @@
+"""What the nodes of a pipeline graph do: each a function of one record (or of a node's state).
+
+The numerics live in ``frames``, ``peaks``, ``tracks`` and ``maps``; these functions apply
+them to the records that travel along the graph and state the failure policy: a frame that
+fails is logged with its run uid and ``seq_num``, becomes a skipped frame, and the run goes
+on. Nothing here imports streamz, so the same functions run in a Dask worker.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .frames import average_frames, clip_negative, image_problem, subtract_background
+from .maps import crystal_maps, grid_of
+from .peaks import empty_features, locate
+from .records import FrameResult, FrameTask, Routed, RunAnalysis, RunFeatures, replace
+from .tracks import concat_features, link_features
+
+__all__ = [
+    "average_step",
+    "subtract_step",
+    "clip_step",
+    "locate_step",
+    "apply_background",
+    "collect_run",
+    "link_step",
+    "map_step",
+    "frames_table",
+]
+
+logger = logging.getLogger("streamcrystal")
+
+
+def _guarded(step: Callable[..., FrameTask]) -> Callable[..., FrameTask]:
+    """Pass failed tasks through untouched; turn an exception into a skipped frame."""
+
+    @functools.wraps(step)
+    def guarded(task: FrameTask, *args, **kwargs) -> FrameTask:
+        if task.problem is not None:
+            return task
+        try:
+            return step(task, *args, **kwargs)
+        except Exception as err:  # analysis must go on with the next frame
+            problem = f"{step.__name__} failed: {type(err).__name__}: {err}"
+            logger.warning("run %s seq_num %s: %s; skipped", task.run_uid, task.seq_num, problem)
+            return replace(task, frames=None, image=None, background=None, problem=problem)
+
+    return guarded
+
+
+@_guarded
+def average_step(task: FrameTask) -> FrameTask:
+    """Average the frames of the event into one float64 image; reject NaN or all-zero data."""
+    image = average_frames(task.frames)
+    problem = image_problem(image)
+    if problem is not None:
+        raise ValueError(problem)
+    return replace(task, frames=None, image=image)
+
+
+@_guarded
+def subtract_step(task: FrameTask) -> FrameTask:
+    """Subtract the task's background (if any) from its image."""
+    return replace(task, image=subtract_background(task.image, task.background), background=None)
+
+
+@_guarded
+def clip_step(task: FrameTask) -> FrameTask:
+    """Set the negative pixels of the image to zero."""
+    return replace(task, image=clip_negative(task.image))
+
+
+def locate_step(task: FrameTask, *, diameter: int, engine: str = "trackpy", **locate_kwargs) -> FrameResult:
+    """Locate the peaks of a processed task; the result keeps the features, not the image."""
+    if task.problem is not None:
+        return FrameResult(task.run_uid, task.seq_num, empty_features().assign(frame=np.int64(0))[:0], problem=task.problem)
+    image = task.image
+    try:
+        # trackpy's percentile threshold is undefined on an all-zero image (a frame equal to
+        # its background): it has no peaks, which is an answer, not a failure.
+        features = locate(image, diameter, engine=engine, **locate_kwargs) if np.any(image) else empty_features()
+    except Exception as err:
+        problem = f"locate failed: {type(err).__name__}: {err}"
+        logger.warning("run %s seq_num %s: %s; skipped", task.run_uid, task.seq_num, problem)
+        return FrameResult(task.run_uid, task.seq_num, empty_features().assign(frame=np.int64(0))[:0], problem=problem)
+    features["frame"] = np.int64(task.seq_num)
+    return FrameResult(task.run_uid, task.seq_num, features, total_intensity=float(image.sum()))
+
+
+def apply_background(
+    state: dict, item: FrameTask | Routed, *, stream: str, dark_stream: str | None, subtrahend: np.ndarray | None
+) -> tuple[dict, list[FrameTask]]:
+    """Give each task of ``stream`` its background (the ``background`` node).
+
+    The background is ``subtrahend`` if given, else the running mean of the run's
+    ``dark_stream`` frames received so far, else none. Dark tasks are consumed here; a
+    stop document clears its run's dark mean.
+    """
+    if isinstance(item, Routed):  # the stop of a run
+        state.pop(item.run_uid, None)
+        return state, []
+    if item.stream == dark_stream and item.stream != stream:
+        if item.problem is None and subtrahend is None:
+            try:
+                dark = average_frames(item.frames)
+            except Exception as err:
+                logger.warning("run %s dark seq_num %s: unusable dark frame (%s); ignored", item.run_uid, item.seq_num, err)
+                return state, []
+            total, count = state.get(item.run_uid, (0.0, 0))
+            state[item.run_uid] = (total + dark, count + 1)
+        return state, []
+    if item.stream != stream:
+        return state, []
+    if subtrahend is not None:
+        background = subtrahend
+    elif item.run_uid in state:
+        total, count = state[item.run_uid]
+        background = total / count
+    else:
+        background = None
+    return state, [replace(item, background=background)]
+
+
+def collect_run(state: dict, item) -> tuple[dict, list[RunFeatures]]:
+    """Gather a run's frame results and problems; emit them all at its stop (``collect`` node)."""
+    if isinstance(item, FrameResult):
+        if item.run_uid in state:
+            state[item.run_uid]["results"].append(item)
+        return state, []
+    if item.name == "start":
+        state[item.run_uid] = {"start": item.doc, "results": [], "problems": []}
+        return state, []
+    if item.problem is not None:
+        if item.run_uid in state:
+            seq = f"seq_num {item.doc['seq_num']}: " if "seq_num" in item.doc else ""
+            state[item.run_uid]["problems"].append(f"{item.name} {seq}{item.problem}")
+        return state, []
+    run = state.pop(item.run_uid, None)  # the stop
+    if run is None:
+        return state, []
+    results = tuple(sorted(run["results"], key=lambda r: r.seq_num))
+    return state, [RunFeatures(item.run_uid, run["start"], item.doc, results, tuple(run["problems"]))]
+
+
+def frames_table(results) -> pd.DataFrame:
+    """One row per processed raw event: frame, n_peaks, total_intensity, skipped, skip_reason."""
+    return pd.DataFrame(
+        {
+            "frame": pd.Series([r.seq_num for r in results], dtype=np.int64),
+            "n_peaks": pd.Series([r.n_peaks for r in results], dtype=np.int64),
+            "total_intensity": pd.Series([r.total_intensity for r in results], dtype=np.float64),
+            "skipped": pd.Series([r.problem is not None for r in results], dtype=bool),
+            "skip_reason": pd.Series([r.problem or "" for r in results], dtype=object),
+        }
+    )
+
+
+def link_step(run: RunFeatures, *, search_range: float, stream: str = "primary", **link_kwargs) -> RunAnalysis:
+    """Link the run's features (the ``link`` node). A failure keeps the features and says why.
+
+    ``stream`` is the processed stream, whose event count sizes a run without a grid.
+    """
+    problems = list(run.problems)
+    problems += [f"event seq_num {r.seq_num}: {r.problem}" for r in run.results if r.problem]
+    features = concat_features(r.features for r in run.results)
+    if not run.results:
+        logger.warning("run %s: no events in stream %r", run.run_uid, stream)
+        problems.append(f"no events in stream {stream!r}")
+    if run.stop.get("exit_status", "success") != "success":
+        logger.warning("run %s stopped with exit_status %r: %s", run.run_uid, run.stop.get("exit_status"), run.stop.get("reason", ""))
+    failure = None
+    try:
+        tracks = link_features(features, search_range, **link_kwargs)
+    except Exception as err:
+        failure = f"linking failed: {type(err).__name__}: {err}"
+        logger.error("run %s: %s", run.run_uid, failure)
+        tracks = features.iloc[:0].assign(particle=pd.Series(dtype=np.int64))
+    num_events = max((r.seq_num for r in run.results), default=0)
+    num_events = run.stop.get("num_events", {}).get(stream, num_events)
+    shape, snaking, extents, dims = grid_of(run.start, num_events)
+    grid = {"shape": list(shape), "snaking": list(snaking), "extents": extents, "dims": list(dims)}
+    return RunAnalysis(
+        run.run_uid, run.start, run.stop, features, frames_table(run.results), tracks,
+        particles=None, maps=None, grid=grid, problems=tuple(problems), failure=failure,
+    )
+
+
+def map_step(analysis: RunAnalysis, *, intensity: str = "mass", min_frames: int = 1) -> RunAnalysis:
+    """Make one crystal map per particle seen on at least ``min_frames`` frames (``map`` node)."""
+    shape, snaking = tuple(analysis.grid["shape"]), tuple(analysis.grid["snaking"])
+    try:
+        particles, maps = crystal_maps(analysis.tracks, shape, snaking, intensity=intensity, min_frames=min_frames)
+    except Exception as err:
+        failure = f"crystal maps failed: {type(err).__name__}: {err}"
+        logger.error("run %s: %s", analysis.run_uid, failure)
+        particles, maps = crystal_maps(analysis.tracks.iloc[:0], shape, snaking, intensity="mass")
+        return replace(analysis, particles=particles, maps=maps, failure=analysis.failure or failure)
+    return replace(analysis, particles=particles, maps=maps)
