@@ -68,6 +68,17 @@ def _plain(value):
     return value
 
 
+def derived_run_metadata(raw_start: Mapping) -> dict:
+    """Keys a derived run copies from its raw run, so bluesky's live views can show it.
+
+    ``BestEffortCallback`` formats ``plan_type`` and ``scan_id`` of every start it sees.
+    """
+    metadata = {"plan_type": "streamcrystal", "scan_id": raw_start.get("scan_id", 0)}
+    if "sample" in raw_start:
+        metadata["sample"] = raw_start["sample"]
+    return metadata
+
+
 class AnalysisRun:
     """Compose the documents of the analysis run of one raw run.
 
@@ -89,10 +100,8 @@ class AnalysisRun:
             "analysis_stage": stage,
             "plan_name": stage,
             "pipeline": dict(provenance),
+            **derived_run_metadata(raw_start),
         }
-        for key in ("scan_id", "sample"):
-            if key in raw_start:
-                metadata[f"raw_{key}"] = raw_start[key]
         self._bundle = event_model.compose_run(metadata=metadata)
         self._composers: dict[str, event_model.ComposeDescriptorBundle] = {}
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from streamz import Stream
 
-from .analysis_run import AnalysisRun
+from .analysis_run import AnalysisRun, derived_run_metadata
 from .documents import ExternalData
 from .frames import average_frames
 from .peaks import FEATURE_COLUMNS
@@ -109,7 +109,8 @@ class ImageProcessor(_GraphCallback):
                                                             timestamps={key: now, "frame": now})))
             return state, docs
         if item.name == "start":
-            metadata = {"raw_uid": item.run_uid, "analysis_stage": "image_processing", "pipeline": self._provenance()}
+            metadata = {"raw_uid": item.run_uid, "analysis_stage": "image_processing", "plan_name": "image_processing",
+                        "pipeline": self._provenance(), **derived_run_metadata(item.doc)}
             bundle = event_model.compose_run(metadata=metadata)
             state[item.run_uid] = (bundle, None)
             return state, [("start", bundle.start_doc)]
