@@ -1,0 +1,54 @@
+"""Pipeline files: a Python file that defines ``make_pipeline(**overrides) -> Pipeline``.
+
+Found by path, or by name in the directories of ``$STREAMCRYSTAL_PIPELINES`` (``:``
+separated) and then in the project's ``pipelines/`` directory (beside the package in a
+source checkout, which is how the README installs it).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+from .errors import StreamCrystalError
+
+__all__ = ["load_pipeline", "pipeline_dirs", "PipelineFileError"]
+
+
+class PipelineFileError(StreamCrystalError, ValueError):
+    """A pipeline file cannot be found or does not define ``make_pipeline``."""
+
+
+def pipeline_dirs() -> list[Path]:
+    """Where pipeline files are looked up by name, in order."""
+    dirs = [Path(p) for p in os.environ.get("STREAMCRYSTAL_PIPELINES", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "pipelines")
+    return dirs
+
+
+def load_pipeline(name_or_path: str | os.PathLike) -> ModuleType:
+    """Import a pipeline file; returns the module (call its ``make_pipeline``).
+
+    Examples
+    --------
+    >>> module = load_pipeline("peak_tracking")
+    >>> module.PARAMETERS["separation"]
+    100
+    """
+    candidate = Path(name_or_path)
+    if candidate.suffix != ".py" or not candidate.exists():
+        searched = [d / f"{Path(name_or_path).stem}.py" for d in pipeline_dirs()]
+        found = [path for path in searched if path.exists()]
+        if not found:
+            raise PipelineFileError(
+                f"no pipeline file {str(name_or_path)!r}; give a path to a .py file or a name found in "
+                f"{[str(d) for d in pipeline_dirs()]} (add directories with $STREAMCRYSTAL_PIPELINES)"
+            )
+        candidate = found[0]
+    spec = importlib.util.spec_from_file_location(f"streamcrystal_pipeline_{candidate.stem}", candidate)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "make_pipeline", None)):
+        raise PipelineFileError(f"pipeline file {str(candidate)!r} defines no make_pipeline(**overrides) function")
+    return module
