@@ -27,16 +27,22 @@ class RunResults:
         ``skipped``, ``skip_reason``.
     tracks : pandas.DataFrame
         The features with their ``particle``.
+    particles : pandas.DataFrame
+        One row per mapped particle: ``particle``, ``y``, ``x`` (mean detector position),
+        ``n_frames``, ``total_intensity``.
     maps : xarray.DataArray
         ``(particle, *grid)`` crystal maps, coordinates from the scan's ``extents``.
-    exit_status, reason : str
-        As in the analysis run's stop document.
+    problems : tuple of str
+        The skipped events and other problems, as named in the analysis stop's ``reason``.
+    failure : str or None
+        Why linking or mapping failed, if it did.
     """
 
     raw_uid: str
     features: pd.DataFrame
     frames: pd.DataFrame
     tracks: pd.DataFrame
+    particles: pd.DataFrame
     maps: xr.DataArray
     problems: tuple[str, ...]
     failure: str | None
@@ -45,7 +51,8 @@ class RunResults:
     def from_analysis(cls, analysis: RunAnalysis) -> "RunResults":
         grid = analysis.grid
         maps = maps_to_xarray(analysis.particles, analysis.maps, extents=grid["extents"], dims=grid["dims"])
-        return cls(analysis.run_uid, analysis.features, analysis.frames, analysis.tracks, maps, analysis.problems, analysis.failure)
+        return cls(analysis.run_uid, analysis.features, analysis.frames, analysis.tracks, analysis.particles, maps,
+                   analysis.problems, analysis.failure)
 
 
 class ResultStore:
