@@ -1,0 +1,199 @@
+"""A simulated crystal-rod grid scan, run by a real bluesky RunEngine over ophyd devices.
+
+:func:`make_devices` gives two simulated motors (``sample_y``: grid rows, slow axis;
+``sample_x``: grid columns, fast axis) and a detector ``dexela`` whose reading is computed, at
+each trigger, from the motors' positions on a :class:`~streamcrystal.sim_sample.CrystalRod`.
+:func:`simulate_scan` runs ``bluesky.plans.grid_scan`` with them, optionally after a ``dark``
+stream taken with the shutter closed, and returns the run's start uid and the
+:class:`~streamcrystal.sim_sample.GroundTruth`.
+
+Examples
+--------
+>>> names = []
+>>> uid, truth = simulate_scan(grid_shape=(3, 4), detector_shape=(64, 64), frames_per_point=1,
+...                            n_grains=1, peaks_per_grain=1, min_peak_distance=20,
+...                            callbacks=[lambda name, doc: names.append(name)])
+>>> names.count("event"), truth.grid_shape, truth.background_seq_num
+(12, (3, 4), 8)
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from bluesky import plan_stubs as bps
+from bluesky import plans as bp
+from bluesky import preprocessors as bpp
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
+from ophyd.sim import NullStatus, SynAxis
+
+from .sim_sample import CrystalRod, Grain, GroundTruth
+
+__all__ = ["SimDexela", "make_devices", "simulate_scan", "with_dark_frames", "CrystalRod", "Grain", "GroundTruth"]
+
+
+class _ArraySignal(Signal):
+    """A Signal holding an ndarray; ``describe`` adds its numpy dtype (``dtype_numpy``)."""
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        description = super().describe()
+        description[self.name]["dtype_numpy"] = np.asarray(self.get()).dtype.str
+        return description
+
+
+class SimDexela(Device):
+    """A simulated area detector looking at a :class:`CrystalRod` where two motors put it.
+
+    ``trigger()`` reads the motors, snaps their positions to the nearest grid point of the
+    rod's ``truth.extents`` (linearly spaced, as ``grid_scan`` moves them) and takes
+    ``frames_per_point`` noisy frames there, or dark-current frames while ``shutter_open`` is
+    False. The reading: ``<name>_image`` (F, H, W) uint16 and ``<name>_stats1_total``, the sum
+    of the frame-averaged image (like an area-detector stats plugin). The noise comes from a
+    generator seeded by the rod's seed: the same plan on new devices gives the same images.
+
+    Parameters
+    ----------
+    rod : CrystalRod
+        The sample.
+    slow, fast : ophyd positioners
+        The motors of the grid's rows and columns.
+    name : str
+        The device name.
+    """
+
+    image = Cpt(_ArraySignal, value=np.zeros((1, 1, 1), np.uint16), kind="normal")
+    stats1_total = Cpt(Signal, value=0.0, kind="hinted")
+    shutter_open = Cpt(Signal, value=True, kind="config")
+
+    def __init__(self, rod: CrystalRod, slow, fast, *, name: str = "dexela", **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.rod, self.slow, self.fast = rod, slow, fast
+        self.image.put(np.zeros((rod.truth.frames_per_point, *rod.truth.detector_shape), np.uint16))
+        self._rng = np.random.default_rng([rod.seed, 1])  # the rod's structure uses stream [seed]
+
+    def grid_point(self) -> tuple[int, int]:
+        """The grid point (row, col) nearest the motors' current positions."""
+        truth = self.rod.truth
+        point = []
+        for motor, (start, stop), n in zip((self.slow, self.fast), truth.extents, truth.grid_shape):
+            fraction = (motor.position - start) / (stop - start) if stop != start else 0.0
+            point.append(int(np.clip(round(fraction * (n - 1)), 0, n - 1)))
+        return point[0], point[1]
+
+    def trigger(self) -> NullStatus:
+        if self.shutter_open.get():
+            frames = self.rod.frames(*self.grid_point(), self._rng)
+        else:
+            frames = self.rod.dark_frames(self._rng)
+        self.image.put(frames)
+        self.stats1_total.put(float(frames.sum(dtype=np.uint64)) / len(frames))
+        return NullStatus()
+
+
+def make_devices(rod: CrystalRod) -> tuple[SynAxis, SynAxis, SimDexela]:
+    """The motors ``sample_y`` (rows, slow) and ``sample_x`` (columns, fast) and the detector
+    ``dexela`` of a simulated scan of ``rod``, for running your own plans.
+
+    Examples
+    --------
+    >>> rod = CrystalRod((4, 5), (64, 64), frames_per_point=2, n_grains=1, peaks_per_grain=1,
+    ...                  min_peak_distance=20)
+    >>> slow, fast, dexela = make_devices(rod)
+    >>> dexela.describe()["dexela_image"]["shape"], dexela.describe()["dexela_image"]["dtype_numpy"]
+    ([2, 64, 64], '<u2')
+    """
+    slow, fast = SynAxis(name="sample_y"), SynAxis(name="sample_x")
+    return slow, fast, SimDexela(rod, slow, fast, name="dexela")
+
+
+def with_dark_frames(plan: Generator, detector: SimDexela, n_frames: int) -> Generator:
+    """``plan`` with ``n_frames`` readings of ``detector`` in a stream ``dark``, shutter closed,
+    right after the run opens (before any other reading)."""
+    inserted = False
+
+    def dark() -> Generator:
+        yield from bps.abs_set(detector.shutter_open, False, wait=True)
+        for _ in range(n_frames):
+            yield from bps.trigger_and_read([detector], name="dark")
+        yield from bps.abs_set(detector.shutter_open, True, wait=True)
+
+    def after_open_run(msg):
+        nonlocal inserted
+        if msg.command == "open_run" and not inserted:
+            inserted = True
+            return None, dark()
+        return None, None
+
+    return (yield from bpp.plan_mutator(plan, after_open_run))
+
+
+def simulate_scan(
+    RE=None,
+    *,
+    grid_shape: tuple[int, int] = (16, 12),
+    detector_shape: tuple[int, int] = (1024, 1024),
+    frames_per_point: int = 5,
+    n_grains: int = 6,
+    peaks_per_grain: int = 3,
+    min_peak_distance: float = 110.0,
+    seed: int = 0,
+    snake: bool = True,
+    extents: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 3.75), (0.0, 2.75)),
+    dark_frames: int = 0,
+    callbacks: Iterable[Callable[[str, dict], Any]] = (),
+    md: Mapping[str, Any] | None = None,
+) -> tuple[str, GroundTruth]:
+    """Run a ``grid_scan`` of a simulated crystal rod; return the run's start uid and the truth.
+
+    Parameters
+    ----------
+    RE : bluesky.RunEngine, optional
+        The RunEngine; a new ``RunEngine({})`` if None.
+    grid_shape, detector_shape, frames_per_point, n_grains, peaks_per_grain, min_peak_distance, seed
+        The sample and detector: see :class:`CrystalRod`.
+    snake : bool
+        ``snake_axes`` of ``grid_scan``: the fast axis runs backwards on odd rows.
+    extents : ((float, float), (float, float))
+        (start, stop) of ``sample_y`` (rows) and ``sample_x`` (columns).
+    dark_frames : int
+        If > 0, the run first takes this many readings, shutter closed, in a stream ``dark``.
+    callbacks : iterable of callables
+        Subscribed to ``RE`` for this scan only.
+    md : mapping, optional
+        Extra start-document metadata, over ``{"sample": "simulated crystal rod",
+        "simulation_seed": seed}``.
+
+    Returns
+    -------
+    uid : str
+        The start document's uid.
+    truth : GroundTruth
+        Grains, powder, empty points and the background ``seq_num``, with this scan's
+        ``extents`` and ``snaking``.
+    """
+    if RE is None:
+        from bluesky import RunEngine
+
+        RE = RunEngine({})
+    if dark_frames < 0:
+        raise ValueError(f"dark_frames must be >= 0, got {dark_frames}")
+    rod = CrystalRod(grid_shape, detector_shape, frames_per_point=frames_per_point, n_grains=n_grains,
+                     peaks_per_grain=peaks_per_grain, min_peak_distance=min_peak_distance, seed=seed,
+                     extents=extents, snake=snake)
+    slow, fast, dexela = make_devices(rod)
+    (y0, y1), (x0, x1) = rod.truth.extents
+    (n_rows, n_cols) = rod.truth.grid_shape
+    plan = bp.grid_scan([dexela], slow, y0, y1, n_rows, fast, x0, x1, n_cols, snake_axes=snake,
+                        md={"sample": "simulated crystal rod", "simulation_seed": seed, **(md or {})})
+    if dark_frames:
+        plan = with_dark_frames(plan, dexela, dark_frames)
+    starts: list[str] = []
+
+    def remember_start(name: str, doc: dict) -> None:
+        if name == "start":
+            starts.append(doc["uid"])
+
+    RE(plan, [remember_start, *callbacks])
+    return starts[0], rod.truth
