@@ -81,9 +81,14 @@ def demo(
     # As in the seed: the background is an exposure at an empty grid point (air only).
     empty_row, empty_col = np.argwhere(rod.truth.empty)[0]
     background = rod.frames(int(empty_row), int(empty_col), np.random.default_rng(seed + 1))
+    pipeline_file = load_pipeline(pipeline)
     if minmass is None:
-        minmass = default_minmass(rod)
-    pipe = load_pipeline(pipeline).make_pipeline(
+        parameters = getattr(pipeline_file, "PARAMETERS", {})
+        if "diameter" not in parameters:
+            raise ValueError(f"pipeline {pipeline!r} has no PARAMETERS['diameter'] to estimate minmass from; "
+                             "give minmass (--minmass) explicitly")
+        minmass = default_minmass(rod, parameters)
+    pipe = pipeline_file.make_pipeline(
         subtrahend=background, memory=grid_shape[1], minmass=minmass, min_frames=min_frames
     )
     live = LiveProgress(total=grid_shape[0] * grid_shape[1], disable=not progress, desc="grid points")
@@ -124,6 +129,17 @@ def demo(
     )
 
 
-def default_minmass(rod) -> float:
-    """A ``minmass`` well above the noise maxima of the simulated detector (see the sim's truth)."""
-    return 0.0
+def default_minmass(rod, parameters) -> float:
+    """Twice the strongest noise maximum of two exposures at empty grid points (air only).
+
+    What a beamline user can do too: take two exposures off the sample, and keep features
+    clearly stronger than anything located on their difference (see :func:`noise_minmass`).
+    """
+    from .frames import process_frames
+    from .peaks import noise_minmass
+
+    (row_a, col_a), (row_b, col_b) = np.argwhere(rod.truth.empty)[[0, -1]]
+    rng = np.random.default_rng(rod.seed + 2)
+    first, second = (process_frames(rod.frames(int(r), int(c), rng)) for r, c in [(row_a, col_a), (row_b, col_b)])
+    keywords = {k: parameters[k] for k in ("percentile", "separation") if k in parameters}
+    return noise_minmass(first, second, parameters["diameter"], **keywords)

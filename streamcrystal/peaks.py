@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["FEATURE_COLUMNS", "locate", "empty_features"]
+__all__ = ["FEATURE_COLUMNS", "locate", "empty_features", "noise_minmass"]
 
 #: The columns of a located feature, in trackpy's order (``ep`` last).
 FEATURE_COLUMNS: tuple[str, ...] = ("y", "x", "mass", "size", "ecc", "signal", "raw_mass", "ep")
@@ -69,3 +69,37 @@ def locate(image: np.ndarray, diameter: int, *, engine: str = "trackpy", **kwarg
     if "ep" not in features.columns:
         features["ep"] = np.nan
     return features.loc[:, list(FEATURE_COLUMNS)].astype(np.float64).reset_index(drop=True)
+
+
+def noise_minmass(first: np.ndarray, second: np.ndarray, diameter: int, *, factor: float = 2.0,
+                  **locate_kwargs) -> float:
+    """A ``minmass`` above the noise: ``factor`` times the largest mass located on pure noise.
+
+    ``first`` and ``second`` are two independent processed (averaged) exposures of the same
+    empty spot (air only, no sample); ``clip(second - first, 0)`` holds only their noise, so
+    every feature :func:`locate` finds on it is a noise maximum. Features of real peaks
+    weaker than twice the strongest noise maximum are rare enough to drop.
+
+    Parameters
+    ----------
+    first, second : ndarray
+        Two 2-D images of the same empty grid point, taken independently.
+    diameter : int
+        As for :func:`locate`.
+    factor : float
+        Safety margin over the strongest noise maximum.
+    **locate_kwargs
+        The other keywords of :func:`locate` (``percentile``, ``separation``, ...), as used in
+        the pipeline.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = rng.normal(100, 10, (2, 128, 128))
+    >>> cut = noise_minmass(a, b, 9, separation=20)
+    >>> bool(cut > 0)
+    True
+    """
+    noise = np.clip(np.asarray(second, np.float64) - np.asarray(first, np.float64), 0, None)
+    masses = locate(noise, diameter, **locate_kwargs)["mass"]
+    return float(factor * masses.max()) if len(masses) else 0.0
