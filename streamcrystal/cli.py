@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="simulation seed")
     demo.add_argument("--pipeline", default="peak_tracking", help="pipeline file, by name or path")
     demo.add_argument("--minmass", type=float, default=None, help="trackpy minmass (default: set from the simulated noise)")
+    demo.add_argument("--maxsize", type=float, default=3.0,
+                      help="trackpy maxsize: drop maxima broader than this (powder rings); 0 keeps all")
     demo.add_argument("--min-frames", type=int, default=3, help="map only particles seen on at least this many grid points")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(run=run_demo)
@@ -59,7 +61,7 @@ def run_demo(args: argparse.Namespace) -> int:
     report = demo(
         args.output, grid_shape=args.grid, detector_shape=args.detector, frames_per_point=args.frames,
         n_grains=args.grains, seed=args.seed, pipeline=args.pipeline, minmass=args.minmass,
-        min_frames=args.min_frames, progress=not args.no_progress,
+        maxsize=args.maxsize or None, min_frames=args.min_frames, progress=not args.no_progress,
     )
     print(report.summary())
     print(f"wrote {len(report.files)} files to {args.output}/ ({time.perf_counter() - t0:.0f} s in all):")

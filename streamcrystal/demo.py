@@ -60,10 +60,21 @@ def demo(
     seed: int = 0,
     pipeline: str = "peak_tracking",
     minmass: float | None = None,
+    maxsize: float | None = 3.0,
     min_frames: int = 3,
     progress: bool = True,
 ) -> DemoReport:
-    """Simulate, map live, write figures and tables to ``output``; returns a :class:`DemoReport`."""
+    """Simulate, map live, write figures and tables to ``output``; returns a :class:`DemoReport`.
+
+    The pipeline is ``pipelines/peak_tracking.py`` (the seed's parameters, ``memory="grid"``)
+    with three choices a user makes for a sample: ``minmass`` (default: twice the strongest
+    noise maximum of two empty-point exposures, :func:`default_minmass`), ``maxsize`` (3 px:
+    the simulated Bragg spots have trackpy ``size`` ~2.1 px, as the real Dexela spots of
+    ``reference/diffraction_patch.png``; powder-ring maxima ~4 px) and ``min_frames``.
+    """
+    import trackpy
+
+    trackpy.quiet()  # trackpy.link logs one INFO line per frame
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,9 +99,7 @@ def demo(
             raise ValueError(f"pipeline {pipeline!r} has no PARAMETERS['diameter'] to estimate minmass from; "
                              "give minmass (--minmass) explicitly")
         minmass = default_minmass(rod, parameters)
-    pipe = pipeline_file.make_pipeline(
-        subtrahend=background, memory=grid_shape[1], minmass=minmass, min_frames=min_frames
-    )
+    pipe = pipeline_file.make_pipeline(subtrahend=background, minmass=minmass, maxsize=maxsize, min_frames=min_frames)
     live = LiveProgress(total=grid_shape[0] * grid_shape[1], disable=not progress, desc="grid points")
     pipe.subscribe(live)
 

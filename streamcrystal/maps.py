@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["grid_index", "place_on_grid", "grid_coords", "grid_of", "crystal_maps", "maps_to_xarray"]
+__all__ = ["grid_index", "place_on_grid", "grid_coords", "grid_of", "scan_memory", "crystal_maps", "maps_to_xarray"]
 
 logger = logging.getLogger("streamcrystal")
 
@@ -113,6 +113,29 @@ def place_on_grid(seq_nums, values, shape: Sequence[int], snaking: Sequence[bool
     grid = np.zeros(_as_shape(shape), dtype=np.float64)
     grid[tuple(grid_index(seq, shape, snaking).T)] = values
     return grid
+
+
+def scan_memory(shape: Sequence[int], snaking: Sequence[bool] | None = None) -> int:
+    """The ``trackpy.link`` ``memory`` that keeps one grain one particle on this scan grid.
+
+    Linking follows scan order, so a grain seen on two neighbouring grid points is absent
+    from every frame taken between them. This is the largest such absence over all pairs
+    of neighbours: ``n_cols - 1`` frames on a 2-D grid, but ``2 * n_cols - 2`` when the
+    fast axis snakes (a grain at the turning end of one row is seen again only at the far
+    end of the next). Smaller values split a grain into one particle per row or so.
+
+    Examples
+    --------
+    >>> scan_memory((16, 12)), scan_memory((16, 12), (False, True)), scan_memory((5,))
+    (11, 22, 0)
+    """
+    shape = _as_shape(shape)
+    size = int(np.prod(shape))
+    if size == 0:
+        return 0
+    order = place_on_grid(np.arange(1, size + 1), np.arange(size), shape, snaking)
+    gaps = [np.abs(np.diff(order, axis=axis)).max() - 1 for axis in range(len(shape)) if shape[axis] > 1]
+    return int(max(gaps, default=0))
 
 
 def grid_coords(shape: Sequence[int], extents: Sequence[Sequence[float]]) -> list[np.ndarray]:

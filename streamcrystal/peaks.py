@@ -5,6 +5,8 @@ The only place where trackpy's (x, y) naming enters; everything else in the pack
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -63,7 +65,10 @@ def locate(image: np.ndarray, diameter: int, *, engine: str = "trackpy", **kwarg
 
     if engine != "trackpy":
         kwargs["engine"] = engine
-    features = trackpy.locate(image, diameter, **kwargs)
+    with warnings.catch_warnings():
+        # A frame with no peak is normal here (and visible in the ``frames`` stream).
+        warnings.filterwarnings("ignore", message="No maxima survived", category=UserWarning)
+        features = trackpy.locate(image, diameter, **kwargs)
     if len(features) == 0:
         return empty_features()
     if "ep" not in features.columns:

@@ -255,7 +255,10 @@ def peak_tracking(
     locate_kwargs, link_kwargs : dict, optional
         More keywords of ``trackpy.locate`` / ``trackpy.link``. Linking follows scan
         order, so a grain spanning several rows of the grid reappears after a gap of up to
-        one row: ``link_kwargs={"memory": points_per_row}`` keeps it one particle.
+        one row (two when the fast axis snakes): set ``memory``, or ``memory="grid"`` for
+        the gap of each run's own grid (:func:`~streamcrystal.maps.scan_memory`: points
+        per row - 1, or 2 x points per row - 2 when snaking), else one grain becomes one
+        particle per row.
     handler_registry, root_map
         For Resource/Datum external data (default: area-detector HDF5).
     keep_results : int
@@ -290,6 +293,9 @@ def peak_tracking(
     if locate_options["separation"] is None:
         del locate_options["separation"]
     link_options = {**dict(link_kwargs or {}), **extra_link}
+    memory = link_options.get("memory", 0)
+    if memory != "grid" and not (isinstance(memory, (int, np.integer)) and memory >= 0):
+        raise ValueError(f"memory must be a number of frames >= 0 or 'grid' (the gap of each run's grid), got {memory!r}")
     for key in set(locate_options) - LOCATE_KEYWORDS:
         raise TypeError(f"locate_kwargs: {key!r} is not a keyword of trackpy.locate; valid: {sorted(LOCATE_KEYWORDS)}")
     for key in set(link_options) - LINK_KEYWORDS:

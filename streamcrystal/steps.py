@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .frames import average_frames, clip_negative, image_problem, subtract_background
-from .maps import crystal_maps, grid_of
+from .maps import crystal_maps, grid_of, scan_memory
 from .peaks import empty_features, locate
 from .records import FrameResult, FrameTask, Routed, RunAnalysis, RunFeatures, replace
 from .tracks import concat_features, link_features
@@ -163,6 +163,7 @@ def link_step(run: RunFeatures, *, search_range: float, stream: str = "primary",
     """Link the run's features (the ``link`` node). A failure keeps the features and says why.
 
     ``stream`` is the processed stream, whose event count sizes a run without a grid.
+    ``memory="grid"`` is :func:`~streamcrystal.maps.scan_memory` of the run's own grid.
     """
     problems = list(run.problems)
     problems += [f"event seq_num {r.seq_num}: {r.problem}" for r in run.results if r.problem]
@@ -173,16 +174,18 @@ def link_step(run: RunFeatures, *, search_range: float, stream: str = "primary",
     if run.stop.get("exit_status", "success") != "success":
         logger.warning("run %s stopped with exit_status %r: %s", run.run_uid, run.stop.get("exit_status"), run.stop.get("reason", ""))
     failure = None
+    num_events = max((r.seq_num for r in run.results), default=0)
+    num_events = run.stop.get("num_events", {}).get(stream, num_events)
+    shape, snaking, extents, dims = grid_of(run.start, num_events)
+    grid = {"shape": list(shape), "snaking": list(snaking), "extents": extents, "dims": list(dims)}
+    if link_kwargs.get("memory") == "grid":
+        link_kwargs = {**link_kwargs, "memory": scan_memory(shape, snaking)}
     try:
         tracks = link_features(features, search_range, **link_kwargs)
     except Exception as err:
         failure = f"linking failed: {type(err).__name__}: {err}"
         logger.error("run %s: %s", run.run_uid, failure)
         tracks = features.iloc[:0].assign(particle=pd.Series(dtype=np.int64))
-    num_events = max((r.seq_num for r in run.results), default=0)
-    num_events = run.stop.get("num_events", {}).get(stream, num_events)
-    shape, snaking, extents, dims = grid_of(run.start, num_events)
-    grid = {"shape": list(shape), "snaking": list(snaking), "extents": extents, "dims": list(dims)}
     return RunAnalysis(
         run.run_uid, run.start, run.stop, features, frames_table(run.results), tracks,
         particles=None, maps=None, grid=grid, problems=tuple(problems), failure=failure,

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamcrystal.maps import crystal_maps, grid_coords, grid_index, grid_of, maps_to_xarray, place_on_grid
+from streamcrystal.maps import (
+    crystal_maps, grid_coords, grid_index, grid_of, maps_to_xarray, place_on_grid, scan_memory,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,30 @@ def test_grid_index_matches_motor_positions_of_a_real_grid_scan(run_engine, case
     np.testing.assert_allclose(placed, recorded, atol=1e-12)
     # every grid point is visited exactly once
     assert len({tuple(row) for row in index}) == len(events)
+
+
+@pytest.mark.parametrize("case", list(scan_cases()))
+def test_scan_memory_is_the_longest_absence_between_neighbours_of_a_real_grid_scan(run_engine, case):
+    # Reference from the RunEngine's own motor readings: two events are neighbours when their
+    # recorded positions differ by one step along one axis; between them the scan takes
+    # |seq_num difference| - 1 other frames, and memory must bridge the longest such gap.
+    args, snake_axes, _ = scan_cases()[case]
+    start, events = grid_scan_documents(run_engine, *args, snake_axes=snake_axes)
+    shape, snaking, extents, dims = grid_of(start)
+    steps = [(stop - begin) / (n - 1) for (begin, stop), n in zip(extents, shape)]
+    position = {e["seq_num"]: np.array([e["data"][m] for m in dims]) / steps for e in events}
+    longest = 0
+    for a, pa in position.items():
+        for b, pb in position.items():
+            if a < b and np.isclose(np.abs(pa - pb).sum(), 1.0):
+                longest = max(longest, b - a - 1)
+    assert scan_memory(shape, snaking) == longest
+
+
+def test_scan_memory_of_a_1d_scan_is_zero_and_snaking_doubles_a_rows_gap():
+    assert scan_memory((7,)) == 0
+    assert scan_memory((4, 12), (False, False)) == 11
+    assert scan_memory((4, 12), (False, True)) == 22
 
 
 def test_a_snaking_3d_scan_really_reverses_on_odd_pass_counts(run_engine):
