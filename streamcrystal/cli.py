@@ -1,4 +1,4 @@
-"""The ``streamcrystal`` command: ``streamcrystal demo`` (more subcommands come with the catalog)."""
+"""The ``streamcrystal`` command: ``demo``; ``serve``, ``proxy``, ``publish``, ``spool`` (0MQ, :mod:`.cli_serve`)."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--min-frames", type=int, default=3, help="map only particles seen on at least this many grid points")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(run=run_demo)
+
+    from .cli_serve import add_commands as add_serve_commands
+
+    add_serve_commands(commands)
     return parser
 
 
