@@ -20,6 +20,9 @@ _SECURITY = ("Documents are msgpack (numpy arrays included); --pickle accepts pi
              "which run arbitrary code when unpickled: only on a trusted network.")
 
 
+_SERVE_DEFAULTS = {"address": "localhost:5568", "prefix": "raw"}
+
+
 def _param(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -68,8 +71,10 @@ def add_commands(commands) -> None:
                      "spooled to --spool-dir and retried. " + _SECURITY),
         formatter_class=formatter)
     serve.add_argument("pipeline", metavar="PIPELINE", help="pipeline file, by name (peak_tracking) or path")
-    serve.add_argument("--address", default="localhost:5568", help="the proxy's outbound address HOST:PORT")
-    serve.add_argument("--prefix", default="raw", help="process only documents published with this prefix")
+    serve.add_argument("--address", default=None,
+                       help="the proxy's outbound address HOST:PORT (default: the pipeline file's SERVE, else localhost:5568)")
+    serve.add_argument("--prefix", default=None,
+                       help="process only documents published with this prefix (default: the pipeline file's SERVE, else raw)")
     _add_destination(serve, jsonl_help="write each analysis run to DIR/<uid>.jsonl instead of a catalog")
     serve.add_argument("--subtrahend", type=Path, metavar="FILE.npy",
                        help="background image (default: the mean of each run's dark stream)")
@@ -136,17 +141,21 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.subtrahend is not None:
         overrides["subtrahend"] = np.load(args.subtrahend, allow_pickle=False)
     trackpy.quiet()  # trackpy.link logs one INFO line per frame
-    pipeline = load_pipeline(args.pipeline).make_pipeline(**overrides)
+    module = load_pipeline(args.pipeline)
+    pipeline = module.make_pipeline(**overrides)
+    where = {**_SERVE_DEFAULTS, **getattr(module, "SERVE", {})}
+    address = args.address or where["address"]
+    prefix = args.prefix if args.prefix is not None else where["prefix"]
     insert, destination = _destination(args)
     spool_dir = _spool_dir(args)
     earlier = flush_spool(spool_dir, insert)
     for uid in earlier.inserted:
         print(f"inserted analysis run {uid}, spooled by an earlier server, from {spool_dir}", flush=True)
     writer = SpoolingWriter(insert, spool_dir, retry_interval=args.retry_interval)
-    server = Server(pipeline, writer, address=args.address, prefix=args.prefix.encode(),
+    server = Server(pipeline, writer, address=address, prefix=prefix.encode(),
                     deserializer=deserializer("pickle" if args.pickle else "msgpack"),
                     on_run=lambda status: print(status.line(), flush=True), destination=destination)
-    print(f"serving {args.pipeline} on {server.address} (prefix {args.prefix!r}, "
+    print(f"serving {args.pipeline} on {server.address} (prefix {prefix!r}, "
           f"{'pickle' if args.pickle else 'msgpack'}) -> {destination}", flush=True)
     report = server.run()
     closed = f", {len(report.closed_early)} closed early" if report.closed_early else ""

@@ -273,10 +273,16 @@ class Server:
         return self._finish()
 
     def request_stop(self, why: str = "request") -> None:
-        """Stop after the document in hand; then :meth:`run` flushes and returns."""
+        """Stop after the document in hand; then :meth:`run` flushes and returns.
+
+        Safe from any thread and from a signal handler.
+        """
         logger.info("stopping (%s)", why)
-        self._stopped_by = why
-        self.dispatcher.request_stop()
+        self._stopped_by = self._stopped_by or why
+        try:
+            self.dispatcher.loop.call_soon_threadsafe(self.dispatcher.request_stop)
+        except RuntimeError:  # the loop is closed: it has stopped already
+            pass
 
     def _raw(self, name: str, doc: Mapping) -> None:
         if name == "start":

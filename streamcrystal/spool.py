@@ -81,7 +81,8 @@ def _flush_file(path: Path, insert: Insert) -> tuple[int, str | None]:
         try:
             insert(name, doc)
         except Exception as err:
-            _rewrite(path, documents[i:])
+            if i:
+                _rewrite(path, documents[i:])
             return i, f"{type(err).__name__}: {err}"
     path.unlink()
     return len(documents), None

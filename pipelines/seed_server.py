@@ -1,0 +1,32 @@
+"""The seed's ``server.py`` as a pipeline file: the peak-tracking graph and where it listens.
+
+``streamcrystal serve seed_server --jsonl results/`` (or ``--catalog PATH``) does what the
+seed's ``python server.py`` did: subscribe to the proxy at ``localhost:5568``, prefix
+``raw``, and track peaks with ``trackpy.locate(diameter=15, percentile=80,
+separation=100)`` and ``trackpy.link(search_range=50)`` on ``dexela_image``.
+
+The seed loaded its background from ``PARAMID-2_background_1.npy``; here the background is
+the mean of each run's ``dark`` stream unless ``--subtrahend file.npy`` is given (the
+``subtrahend`` override). ``memory="grid"`` is added so that one grain spanning several
+rows of the scan stays one particle (see ``peak_tracking.py``). The seed's
+``BestEffortCallback`` has no place in a server: ``serve`` prints one line per run.
+"""
+from streamcrystal import peak_tracking
+
+PARAMETERS = {
+    "data_key": "dexela_image",
+    "diameter": 15,
+    "percentile": 80,
+    "separation": 100,
+    "search_range": 50,
+    "memory": "grid",
+}
+
+#: Where ``streamcrystal serve`` listens unless told otherwise (the seed's RemoteDispatcher).
+SERVE = {"address": "localhost:5568", "prefix": "raw"}
+
+
+def make_pipeline(**overrides):
+    """The seed server's pipeline, with ``overrides`` (``subtrahend``, ``minmass``, ...)."""
+    parameters = {**PARAMETERS, **overrides}
+    return peak_tracking(parameters.pop("data_key"), **parameters)

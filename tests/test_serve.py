@@ -1,0 +1,325 @@
+"""``streamcrystal proxy`` + ``streamcrystal serve`` as real processes on real sockets.
+
+A simulated grid scan is published over 0MQ; what the server writes must equal what the
+pipeline computes in-process on the same documents. The server must survive garbage, never
+unpickle, lose nothing when killed and re-fed, and close the run in progress on SIGTERM.
+"""
+from __future__ import annotations
+
+import copy
+import pickle
+import signal
+import threading
+
+import msgpack
+import numpy as np
+import pandas as pd
+import pytest
+import zmq
+from bluesky.callbacks.zmq import Publisher
+from serving import Process, connect, free_port, streams, terminate_all, wait_for
+
+from streamcrystal import load_pipeline
+from streamcrystal.jsonl import read_documents
+from streamcrystal.serve import DocumentDispatcher, Server
+from streamcrystal.spool import SpoolingWriter, flush_spool
+from streamcrystal.wire import MessageError, dumps
+
+SCAN = dict(grid_shape=(6, 5), detector_shape=(256, 256), frames_per_point=2, n_grains=2, peaks_per_grain=2,
+            min_peak_distance=60, dark_frames=2)
+PIPELINE = "peak_tracking"
+
+
+@pytest.fixture(scope="module")
+def scans():
+    """Two simulated scans (seeds 0 and 1): [(raw uid, documents)]."""
+    from streamcrystal.sim import simulate_scan
+
+    runs = []
+    for seed in (0, 1):
+        docs = []
+        uid, _ = simulate_scan(seed=seed, callbacks=[lambda name, doc: docs.append((name, copy.deepcopy(doc)))], **SCAN)
+        runs.append((uid, docs))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def expected(scans):
+    """The in-process pipeline's analysis documents of each scan, by raw uid."""
+    import trackpy
+
+    trackpy.quiet()
+    results = {}
+    for uid, docs in scans:
+        pipe = load_pipeline(PIPELINE).make_pipeline()
+        out = []
+        pipe.subscribe(lambda name, doc: out.append((name, doc)))
+        for name, doc in docs:
+            pipe(name, doc)
+        results[uid] = out
+    return results
+
+
+def analysis_runs(directory, raw_uid):
+    """The analysis runs of ``raw_uid`` written as JSON lines in ``directory``."""
+    runs = []
+    for path in sorted(directory.glob("*.jsonl")):
+        docs = read_documents(path)
+        if docs and docs[0][0] == "start" and docs[0][1].get("raw_uid") == raw_uid:
+            runs.append(docs)
+    return runs
+
+
+def assert_same_analysis(served, expected, *, check_stop=True):
+    got, want = streams(served), streams(expected)
+    assert set(got) == set(want)
+    for stream in ("features", "frames", "tracks"):
+        pd.testing.assert_frame_equal(got[stream], want[stream], check_dtype=False)
+    if "maps" in want:
+        pd.testing.assert_frame_equal(got["maps"].drop(columns="map"), want["maps"].drop(columns="map"), check_dtype=False)
+        for a, b in zip(got["maps"]["map"], want["maps"]["map"]):
+            np.testing.assert_array_equal(a, b)
+    assert served[0][1]["pipeline"]["parameters"] == expected[0][1]["pipeline"]["parameters"]
+    if check_stop:
+        assert served[-1][0] == expected[-1][0] == "stop"
+        assert served[-1][1]["exit_status"] == expected[-1][1]["exit_status"]
+
+
+class Chain:
+    """A proxy and a server (subprocesses), a Publisher and a raw PUB socket into the proxy."""
+
+    def __init__(self, directory, *, server_args=()):
+        self.directory = directory
+        self.results = directory / "results"
+        self.in_port, self.out_port = free_port(), free_port()
+        self.processes = []
+        self.proxy = self._start(["proxy", self.in_port, self.out_port], "proxy")
+        self.publisher = Publisher(f"localhost:{self.in_port}", prefix=b"raw", serializer=dumps)
+        self.context = zmq.Context()
+        self.raw = self.context.socket(zmq.PUB)
+        self.raw.connect(f"tcp://127.0.0.1:{self.in_port}")
+        self.server_args = list(server_args)
+        self.server = None
+
+    def _start(self, args, label):
+        process = Process(args, self.directory, label)
+        self.processes.append(process)
+        return process
+
+    def start_server(self, label="serve"):
+        self.server = self._start(["serve", PIPELINE, "--address", f"localhost:{self.out_port}", "--jsonl", self.results,
+                                   "--spool-dir", self.directory / "spool", *self.server_args], label)
+        connect(lambda: self.publisher("ping", {}), self.server)
+        connect(lambda: self.raw.send(b"raw ping \x80"), self.server)
+        return self.server
+
+    def publish(self, docs):
+        for name, doc in docs:
+            self.publisher(name, doc)
+
+    def dropped(self):
+        return self.server.stderr().count("dropped a message")
+
+    def close(self):
+        try:
+            terminate_all(self.processes)
+        finally:
+            self.publisher.close()
+            self.raw.close(linger=0)
+            self.context.term()
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    chain = Chain(tmp_path_factory.mktemp("chain"))
+    try:
+        chain.start_server()
+        yield chain
+    finally:
+        chain.close()
+
+
+def test_served_run_equals_in_process_pipeline(chain, scans, expected):
+    uid, docs = scans[0]
+    chain.publish(docs)
+    out = chain.server.wait_output(f"run {uid}:")
+    line = next(line for line in out.splitlines() if line.startswith(f"run {uid}:"))
+    (served,) = analysis_runs(chain.results, uid)
+    assert_same_analysis(served, expected[uid])
+    n_features = len(streams(expected[uid])["features"])
+    n_maps = len(streams(expected[uid]).get("maps", []))
+    assert f"30 events, {n_features} peaks, {n_maps} particles -> analysis {served[0][1]['uid']} [success]" in line
+
+
+def test_garbage_is_dropped_and_the_next_run_processed(chain, scans, expected):
+    before = chain.dropped()
+    garbage = [
+        b"no-separators-at-all",
+        b"raw event \xff\xfe\x00 not msgpack",
+        b"raw \xff\xfe a-name-that-is-not-utf8",
+        b"raw start " + msgpack.packb([1, 2, 3]),
+        b"raw chitchat " + msgpack.packb({"uid": "x"}),
+    ]
+    for message in garbage:
+        chain.raw.send(message)
+    # documents that decode but make no sense reach the pipeline, which logs and goes on
+    chain.publisher("event", {"descriptor": "nowhere", "seq_num": 1, "data": {}})
+    chain.publisher("stop", {"uid": "s", "run_start": "never-started", "time": 0.0})
+    chain.publisher("start", {"no": "uid"})
+    uid, docs = scans[1]
+    chain.publish(docs)
+    chain.server.wait_output(f"run {uid}:")
+    assert chain.dropped() - before == len(garbage)
+    assert chain.server.popen.poll() is None
+    (served,) = analysis_runs(chain.results, uid)
+    assert_same_analysis(served, expected[uid])
+
+
+class _Trap:
+    """Unpickling this creates the file ``path``."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_msgpack_is_the_default_and_pickle_is_never_unpickled(chain, tmp_path):
+    trap = tmp_path / "unpickled"
+    in_pickle = b"raw start " + pickle.dumps(_Trap(trap))
+    in_msgpack = b"raw start " + msgpack.packb(
+        {"uid": "u", "bad": {b"nd": True, b"kind": b"O", b"type": "|O", b"shape": [1], b"data": pickle.dumps(_Trap(trap))}},
+        use_bin_type=True)
+    before = chain.dropped()
+    chain.raw.send(in_pickle)
+    chain.raw.send(in_msgpack)
+    wait_for(lambda: chain.dropped() - before == 2, 30, "two dropped messages", on_timeout=chain.server.output)
+    assert "object array (pickled data)" in chain.server.stderr()
+    assert not trap.exists()
+    assert chain.server.popen.poll() is None
+
+
+def _first_events(docs, n_primary):
+    """The documents of a run up to its ``n_primary``-th primary event (no stop)."""
+    primary = next(doc["uid"] for name, doc in docs if name == "descriptor" and doc["name"] == "primary")
+    out, seen = [], 0
+    for name, doc in docs:
+        out.append((name, doc))
+        if name == "event" and doc["descriptor"] == primary:
+            seen += 1
+            if seen == n_primary:
+                return out
+    raise AssertionError("not enough events")
+
+
+def _frames_written(directory, raw_uid):
+    runs = analysis_runs(directory, raw_uid)
+    return runs and len(streams(runs[-1]).get("frames", [])) or 0
+
+
+@pytest.mark.slow
+def test_killed_server_restarted_and_run_republished_loses_nothing(tmp_path, scans, expected):
+    uid, docs = scans[0]
+    chain = Chain(tmp_path)
+    try:
+        first = chain.start_server("serve-1")
+        chain.publish(_first_events(docs, 12))
+        wait_for(lambda: _frames_written(chain.results, uid) >= 5, 60, "frames of the first server",
+                 on_timeout=first.output)
+        first.signal(signal.SIGKILL)
+        assert first.wait(10) == -signal.SIGKILL
+        second = chain.start_server("serve-2")
+        chain.publish(docs)
+        second.wait_output(f"run {uid}:")
+        runs = analysis_runs(chain.results, uid)
+        (partial,) = [run for run in runs if run[-1][0] != "stop"]  # killed: never closed
+        (complete,) = [run for run in runs if run[-1][0] == "stop"]
+        assert len(streams(partial)["frames"]) >= 5
+        assert_same_analysis(complete, expected[uid])
+    finally:
+        chain.close()
+
+
+@pytest.mark.slow
+def test_sigterm_closes_the_run_in_progress_and_exits_cleanly(tmp_path, scans, expected):
+    uid, docs = scans[0]
+    chain = Chain(tmp_path)
+    try:
+        server = chain.start_server()
+        chain.publish(_first_events(docs, 12))
+        wait_for(lambda: _frames_written(chain.results, uid) == 12, 60, "12 frames written", on_timeout=server.output)
+        server.signal(signal.SIGTERM)
+        assert server.wait(30) == 0, server.output()
+        (served,) = analysis_runs(chain.results, uid)
+        name, stop = served[-1]
+        assert name == "stop" and stop["exit_status"] == "abort" and "SIGTERM" in stop["reason"]
+        got = streams(served)
+        assert "tracks" in got and len(got["frames"]) == 12
+        want = streams(expected[uid])["features"]
+        pd.testing.assert_frame_equal(got["features"], want[want.frame <= 12], check_dtype=False)
+        assert f"run {uid}: 12 events" in server.stdout() and "[abort]" in server.stdout()
+        assert "stopped (SIGTERM): 1 runs, 1 closed early" in server.stdout()
+    finally:
+        chain.close()
+
+
+def test_catalog_away_results_spooled_then_flushed(tmp_path, scans, expected):
+    """In-process server (thread) behind a real proxy; its insert fails: the run is spooled."""
+    uid, docs = scans[0]
+    in_port, out_port = free_port(), free_port()
+    proxy = Process(["proxy", in_port, out_port], tmp_path, "proxy")
+    publisher = Publisher(f"localhost:{in_port}", prefix=b"raw", serializer=dumps)
+    statuses = []
+
+    def insert(name, doc):
+        raise ConnectionError("catalog unreachable")
+
+    writer = SpoolingWriter(insert, tmp_path / "spool", retry_interval=0)
+    server = Server(load_pipeline(PIPELINE).make_pipeline(), writer, address=f"localhost:{out_port}",
+                    on_run=statuses.append, destination="catalog")
+    reports = []
+    thread = threading.Thread(target=lambda: reports.append(server.run(handle_signals=False)), daemon=True)
+    thread.start()
+    try:
+        def heard():
+            publisher("ping", {})
+            return server.dispatcher.dropped
+
+        wait_for(heard, 30, "the server to hear a ping", interval=0.1, on_timeout=proxy.output)
+        for name, doc in docs:
+            publisher(name, doc)
+        wait_for(lambda: statuses, 60, "the run's status")
+        server.request_stop("test")
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        server.request_stop("teardown")
+        publisher.close()
+        terminate_all([proxy])
+    (status,) = statuses
+    spool_file = tmp_path / "spool" / f"{status.analysis_uid}.jsonl"
+    assert status.saved == f"spooled to {spool_file}"
+    assert reports[0].spooled == [spool_file]
+    inserted = []
+    report = flush_spool(tmp_path / "spool", lambda name, doc: inserted.append((name, doc)))
+    assert report and report.inserted == {status.analysis_uid: len(inserted)} and not spool_file.exists()
+    assert_same_analysis(inserted, expected[uid])
+
+
+@pytest.mark.parametrize("message, problem", [
+    (b"raw", "not 'prefix name payload'"),
+    (b"raw nope " + dumps({}), "unknown document name"),
+    (b"raw start \xc1", "undecodable msgpack"),
+    (b"raw start " + dumps([1]), "not a document"),
+    (b"raw start " + pickle.dumps({"uid": "x"}), "undecodable msgpack"),
+], ids=["no-separators", "unknown-name", "bad-msgpack", "not-a-map", "pickle"])
+def test_dispatcher_rejects_what_is_not_a_document(message, problem):
+    dispatcher = DocumentDispatcher("localhost:1", prefix=b"raw")
+    try:
+        with pytest.raises(MessageError, match=problem):
+            dispatcher.decode(message)
+        assert dispatcher.decode(b"other start " + dumps({"uid": "x"})) is None  # another publisher's
+        assert dispatcher.decode(b"raw start " + dumps({"uid": "x"})) == ("start", {"uid": "x"})
+    finally:
+        dispatcher.loop.close()
