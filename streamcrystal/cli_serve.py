@@ -137,6 +137,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from .spool import SpoolingWriter, flush_spool
     from .wire import deserializer
 
+    insert, destination = _destination(args)
     overrides = dict(args.param)
     if args.subtrahend is not None:
         overrides["subtrahend"] = np.load(args.subtrahend, allow_pickle=False)
@@ -146,7 +147,6 @@ def run_serve(args: argparse.Namespace) -> int:
     where = {**_SERVE_DEFAULTS, **getattr(module, "SERVE", {})}
     address = args.address or where["address"]
     prefix = args.prefix if args.prefix is not None else where["prefix"]
-    insert, destination = _destination(args)
     spool_dir = _spool_dir(args)
     earlier = flush_spool(spool_dir, insert)
     for uid in earlier.inserted:

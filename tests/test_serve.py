@@ -323,3 +323,16 @@ def test_dispatcher_rejects_what_is_not_a_document(message, problem):
         assert dispatcher.decode(b"raw start " + dumps({"uid": "x"})) == ("start", {"uid": "x"})
     finally:
         dispatcher.loop.close()
+
+
+def test_seed_server_pipeline_file_and_cli_checks(capsys):
+    from streamcrystal.cli import main
+
+    module = load_pipeline("seed_server")
+    assert module.SERVE == {"address": "localhost:5568", "prefix": "raw"}
+    assert module.make_pipeline().parameters["locate_kwargs"] == {"percentile": 80, "separation": 100}
+    with pytest.raises(SystemExit, match="say where results go: --catalog PATH, --uri URI or --jsonl DIR"):
+        main(["serve", "seed_server"])
+    with pytest.raises(SystemExit):
+        main(["serve", "seed_server", "--jsonl", "x", "--catalog", "y"])
+    assert "not allowed with argument" in capsys.readouterr().err
