@@ -99,11 +99,17 @@ def _catalog_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _open_catalog(args: argparse.Namespace):
-    from .catalog import catalog, default_catalog_path
+    from .tiled_catalog import catalog, default_catalog_path
 
     db = catalog(args.catalog, uri=args.uri, api_key=args.api_key)
     where = args.uri or (args.catalog or default_catalog_path())
     return db, where
+
+
+def _catalog_call(args: argparse.Namespace) -> str:
+    if args.uri:
+        return f"uri={args.uri!r}"
+    return repr(str(args.catalog)) if args.catalog else ""
 
 
 def _catalog_flags(args: argparse.Namespace) -> str:
@@ -113,7 +119,7 @@ def _catalog_flags(args: argparse.Namespace) -> str:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from .catalog import raw_data_dir
+    from .tiled_catalog import raw_data_dir
     from .sim import simulate_scan
 
     db, where = _open_catalog(args)
@@ -136,7 +142,7 @@ def run_replay(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .pipeline_files import load_pipeline
-    from .replay import replay
+    from .replaying import replay
 
     overrides = {key: value for key, value in [("minmass", args.minmass), ("maxsize", args.maxsize),
                                                ("min_frames", args.min_frames)] if value is not None}
@@ -162,8 +168,15 @@ def run_demo(args: argparse.Namespace) -> int:
         args.output, grid_shape=args.grid, detector_shape=args.detector, frames_per_point=args.frames,
         n_grains=args.grains, seed=args.seed, pipeline=args.pipeline, minmass=args.minmass,
         maxsize=args.maxsize or None, min_frames=args.min_frames, progress=not args.no_progress,
+        catalog_path=args.catalog, uri=args.uri, api_key=args.api_key,
     )
     print(report.summary())
+    flags = _catalog_flags(args)
+    print("next:\n"
+          f"  streamcrystal replay {report.raw_uid}{flags}      # analyse the stored scan again (a new analysis run)\n"
+          f"  streamcrystal publish {report.raw_uid}{flags}     # send it to a 'streamcrystal serve' over 0MQ\n"
+          f"  python -c \"import streamcrystal as sc; print(sc.load_results(sc.catalog({_catalog_call(args)}), "
+          f"'{report.raw_uid}').maps)\"   # the stored results as pandas/xarray")
     print(f"wrote {len(report.files)} files to {args.output}/ ({time.perf_counter() - t0:.0f} s in all):")
     for path in report.files:
         print(f"  {path}")

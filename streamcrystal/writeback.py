@@ -4,7 +4,7 @@ Tiled stores event data in tables, which take numbers and 1-D arrays but not a 2
 map. :class:`ArraysToHDF5` therefore writes the array data keys of a document stream (the
 ``maps`` stream's ``map``) to an HDF5 file per run, as a detector would, and replaces them with
 StreamResource/StreamDatum documents; Tiled then serves the maps as one array
-``(n_particles, *grid_shape)``. :func:`results` finds the newest analysis of a raw run.
+``(n_particles, *grid_shape)``. :func:`load_results` finds the newest analysis of a raw run.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["ArraysToHDF5", "catalog_writer", "results", "analysis_runs"]
+__all__ = ["ArraysToHDF5", "catalog_writer", "load_results", "analysis_runs"]
 
 logger = logging.getLogger("streamcrystal")
 
@@ -122,7 +122,7 @@ def catalog_writer(db, directory: str | Path | None = None) -> ArraysToHDF5:
     ``directory`` defaults to ``data/analysis`` of an embedded catalog (where its Tiled server
     may read); give one, readable by the server, for a remote catalog.
     """
-    from .catalog import raw_data_dir
+    from .tiled_catalog import raw_data_dir
 
     if directory is None:
         raw = raw_data_dir(db)
@@ -142,7 +142,7 @@ def analysis_runs(db, raw_uid: str, stage: str = "peak_tracking") -> list:
     return sorted(runs, key=lambda run: run.start["time"])
 
 
-def results(db, raw_uid: str, stage: str = "peak_tracking"):
+def load_results(db, raw_uid: str, stage: str = "peak_tracking"):
     """The newest analysis of raw run ``raw_uid`` in ``db``, as a :class:`~streamcrystal.results.RunResults`.
 
     Raises

@@ -42,7 +42,7 @@ def replay(db, uid: str, pipeline, *, write: bool = True, progress: bool = False
     Parameters
     ----------
     db : databroker.Broker
-        From :func:`streamcrystal.catalog.catalog`.
+        From :func:`streamcrystal.catalog`.
     uid : str
         The raw run (a uid, a unique uid prefix, or a negative index such as ``-1``).
     pipeline : Pipeline
