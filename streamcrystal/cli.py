@@ -1,4 +1,5 @@
-"""The ``streamcrystal`` command: ``demo``; ``serve``, ``proxy``, ``publish``, ``spool`` (0MQ, :mod:`.cli_serve`)."""
+"""The ``streamcrystal`` command: ``demo``, ``simulate``, ``replay``; ``serve``, ``proxy``, ``publish``,
+``spool`` (0MQ, :mod:`.cli_serve`). ``--help`` on each."""
 from __future__ import annotations
 
 import argparse
@@ -50,12 +51,118 @@ def build_parser() -> argparse.ArgumentParser:
                       help="trackpy maxsize: drop maxima broader than this (powder rings); 0 keeps all")
     demo.add_argument("--min-frames", type=int, default=3, help="map only particles seen on at least this many grid points")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _catalog_options(demo)
     demo.set_defaults(run=run_demo)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="store a simulated grid scan (frames in HDF5 files) in the catalog; print its uid",
+        description="Run a simulated grid scan over a crystal rod with a real RunEngine; the detector writes its "
+                    "frames to HDF5 files in the catalog's data directory and the run is stored in the catalog.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    simulate.add_argument("--grid", type=_shape, default=(16, 12), help="scan grid ROWSxCOLS")
+    simulate.add_argument("--detector", type=_shape, default=(1024, 1024), help="detector ROWSxCOLS")
+    simulate.add_argument("--frames", type=int, default=5, help="frames per grid point")
+    simulate.add_argument("--grains", type=int, default=6, help="crystalline grains in the rod")
+    simulate.add_argument("--seed", type=int, default=0, help="simulation seed")
+    simulate.add_argument("--dark-frames", type=int, default=2, help="readings of a 'dark' stream, shutter closed")
+    _catalog_options(simulate)
+    simulate.set_defaults(run=run_simulate)
+
+    replay = commands.add_parser(
+        "replay",
+        help="pipe a stored run through a pipeline and store its analysis run",
+        description="Read the run UID back from the catalog (frames from their files), pipe it through the "
+                    "pipeline, store the analysis run in the catalog (a new run each time) and print a summary.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    replay.add_argument("uid", help="the raw run: uid, unique uid prefix, or -1 for the newest run")
+    replay.add_argument("--pipeline", default="peak_tracking", help="pipeline file, by name or path")
+    replay.add_argument("--minmass", type=float, default=None, help="trackpy minmass (default: the pipeline file's)")
+    replay.add_argument("--maxsize", type=float, default=None, help="trackpy maxsize (default: the pipeline file's)")
+    replay.add_argument("--min-frames", type=int, default=None, help="map only particles seen on at least this many grid points")
+    replay.add_argument("--subtrahend", type=Path, default=None,
+                        help=".npy background image (default: the mean of the run's 'dark' stream)")
+    replay.add_argument("--no-write", action="store_true", help="do not store the analysis run")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _catalog_options(replay)
+    replay.set_defaults(run=run_replay)
 
     from .cli_serve import add_commands as add_serve_commands
 
     add_serve_commands(commands)
     return parser
+
+
+def _catalog_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("catalog")
+    group.add_argument("--catalog", type=Path, default=None, metavar="PATH",
+                       help="directory of the embedded catalog (default: $STREAMCRYSTAL_CATALOG or the per-user data directory)")
+    group.add_argument("--uri", default=None, help="an existing Tiled server instead, e.g. http://localhost:8000")
+    group.add_argument("--api-key", default=None, help="the Tiled server's API key (default: $TILED_API_KEY)")
+
+
+def _open_catalog(args: argparse.Namespace):
+    from .tiled_catalog import catalog, default_catalog_path
+
+    db = catalog(args.catalog, uri=args.uri, api_key=args.api_key)
+    where = args.uri or (args.catalog or default_catalog_path())
+    return db, where
+
+
+def _catalog_call(args: argparse.Namespace) -> str:
+    if args.uri:
+        return f"uri={args.uri!r}"
+    return repr(str(args.catalog)) if args.catalog else ""
+
+
+def _catalog_flags(args: argparse.Namespace) -> str:
+    if args.uri:
+        return f" --uri {args.uri}"
+    return f" --catalog {args.catalog}" if args.catalog else ""
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from .tiled_catalog import raw_data_dir
+    from .sim import simulate_scan
+
+    db, where = _open_catalog(args)
+    write_dir = raw_data_dir(db)
+    if write_dir is None:
+        print("error: simulate writes HDF5 files the Tiled server must read: use the embedded catalog (--catalog)",
+              file=sys.stderr)
+        return 2
+    uid, truth = simulate_scan(
+        grid_shape=args.grid, detector_shape=args.detector, frames_per_point=args.frames, n_grains=args.grains,
+        seed=args.seed, dark_frames=args.dark_frames, write_dir=write_dir, callbacks=[db.insert],
+    )
+    print(uid)
+    print(f"stored in {where}: {args.grid[0]} x {args.grid[1]} grid points, {len(truth.grains)} grains; "
+          f"analyse it with: streamcrystal replay {uid}{_catalog_flags(args)}", file=sys.stderr)
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .pipeline_files import load_pipeline
+    from .replaying import replay
+
+    overrides = {key: value for key, value in [("minmass", args.minmass), ("maxsize", args.maxsize),
+                                               ("min_frames", args.min_frames)] if value is not None}
+    if args.subtrahend is not None:
+        overrides["subtrahend"] = np.load(args.subtrahend)
+    pipe = load_pipeline(args.pipeline).make_pipeline(**overrides)
+    db, where = _open_catalog(args)
+    uid = int(args.uid) if args.uid.lstrip("-").isdigit() and args.uid.startswith("-") else args.uid
+    try:
+        report = replay(db, uid, pipe, write=not args.no_write, progress=not args.no_progress)
+    except KeyError as err:
+        print(f"error: no run {args.uid!r} in the catalog {where}: {err}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0 if report.results.failure is None else 1
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -66,8 +173,15 @@ def run_demo(args: argparse.Namespace) -> int:
         args.output, grid_shape=args.grid, detector_shape=args.detector, frames_per_point=args.frames,
         n_grains=args.grains, seed=args.seed, pipeline=args.pipeline, minmass=args.minmass,
         maxsize=args.maxsize or None, min_frames=args.min_frames, progress=not args.no_progress,
+        catalog_path=args.catalog, uri=args.uri, api_key=args.api_key,
     )
     print(report.summary())
+    flags = _catalog_flags(args)
+    print("next:\n"
+          f"  streamcrystal replay {report.raw_uid}{flags}      # analyse the stored scan again (a new analysis run)\n"
+          f"  streamcrystal publish {report.raw_uid}{flags}     # send it to a 'streamcrystal serve' over 0MQ\n"
+          f"  python -c \"import streamcrystal as sc; print(sc.load_results(sc.catalog({_catalog_call(args)}), "
+          f"'{report.raw_uid}').maps)\"   # the stored results as pandas/xarray")
     print(f"wrote {len(report.files)} files to {args.output}/ ({time.perf_counter() - t0:.0f} s in all):")
     for path in report.files:
         print(f"  {path}")
@@ -77,8 +191,17 @@ def run_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        import trackpy
+
+        trackpy.quiet()  # trackpy.link logs a line per frame at INFO
     try:
         return args.run(args)
+    except (ValueError, ConnectionError, FileNotFoundError) as err:
+        if args.verbose:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -20,6 +20,8 @@ class DemoReport:
     """What the demo did and found."""
 
     raw_uid: str
+    analysis_uid: str | None
+    catalog: str
     n_events: int
     n_features: int
     n_particles: int
@@ -31,7 +33,7 @@ class DemoReport:
     def summary(self) -> str:
         ious = ", ".join(f"{iou:.2f}" for iou in self.grain_iou)
         return (
-            f"raw run {self.raw_uid}\n"
+            f"raw run {self.raw_uid}, analysis run {self.analysis_uid}, stored in the catalog {self.catalog}\n"
             f"  events processed  {self.n_events} ({self.events_per_second:.1f} events/s, live with the RunEngine)\n"
             f"  peaks located     {self.n_features}\n"
             f"  particles linked  {self.n_particles}, mapped (seen on enough grid points) {self.n_mapped}\n"
@@ -63,6 +65,9 @@ def demo(
     maxsize: float | None = 3.0,
     min_frames: int = 3,
     progress: bool = True,
+    catalog_path=None,
+    uri: str | None = None,
+    api_key: str | None = None,
 ) -> DemoReport:
     """Simulate, map live, write figures and tables to ``output``; returns a :class:`DemoReport`.
 
@@ -71,6 +76,9 @@ def demo(
     noise maximum of two empty-point exposures, :func:`default_minmass`), ``maxsize`` (3 px:
     the simulated Bragg spots have trackpy ``size`` ~2.1 px, as the real Dexela spots of
     ``reference/diffraction_patch.png``; powder-ring maxima ~4 px) and ``min_frames``.
+
+    The raw scan (frames in HDF5 files) and its analysis run are stored in the catalog
+    (:func:`streamcrystal.catalog` of ``catalog_path``, or of ``uri``).
     """
     import trackpy
 
@@ -84,7 +92,9 @@ def demo(
     from .pipeline_files import load_pipeline
     from .plot import plot_maps
     from .progress import LiveProgress
+    from .tiled_catalog import catalog, default_catalog_path, raw_data_dir
     from .sim import CrystalRod, simulate_scan
+    from .writeback import catalog_writer
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -102,11 +112,15 @@ def demo(
     pipe = pipeline_file.make_pipeline(subtrahend=background, minmass=minmass, maxsize=maxsize, min_frames=min_frames)
     live = LiveProgress(total=grid_shape[0] * grid_shape[1], disable=not progress, desc="grid points")
     pipe.subscribe(live)
+    db = catalog(catalog_path, uri=uri, api_key=api_key)
+    pipe.subscribe(catalog_writer(db))
+    analysis_uids: list[str] = []
+    pipe.subscribe(lambda name, doc: analysis_uids.append(doc["uid"]) if name == "start" else None)
 
     t0 = time.perf_counter()
     raw_uid, truth = simulate_scan(
         RunEngine({}), grid_shape=grid_shape, detector_shape=detector_shape, frames_per_point=frames_per_point,
-        n_grains=n_grains, seed=seed, callbacks=[pipe],
+        n_grains=n_grains, seed=seed, callbacks=[db.insert, pipe], write_dir=raw_data_dir(db),
     )
     elapsed = time.perf_counter() - t0
     results = pipe.results(raw_uid)
@@ -128,6 +142,8 @@ def demo(
 
     return DemoReport(
         raw_uid=raw_uid,
+        analysis_uid=analysis_uids[0] if analysis_uids else None,
+        catalog=str(uri or (catalog_path or default_catalog_path())),
         n_events=len(results.frames),
         n_features=len(results.features),
         n_particles=int(results.tracks["particle"].nunique()) if len(results.tracks) else 0,

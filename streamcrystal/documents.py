@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -224,7 +224,7 @@ class ExternalData:
                 return _failed(task, f"cannot fill {self.data_key!r}: {type(err).__name__}: {err}")
         return FrameTask(routed.run_uid, seq_num, routed.stream, frames=doc["data"][self.data_key], time=task.time)
 
-    def stream_datum_tasks(self, routed: Routed) -> list[FrameTask]:
+    def stream_datum_tasks(self, routed: Routed) -> Iterable[FrameTask]:
         """The frame tasks of a StreamDatum for ``data_key`` (one per ``seq_num``), read from HDF5."""
         datum = routed.doc
         resource = self._stream_resources.get(datum.get("stream_resource"))
@@ -235,12 +235,19 @@ class ExternalData:
         tasks = [FrameTask(routed.run_uid, seq, routed.stream) for seq in seq_nums]
         if len(seq_nums) != len(indices):
             return [_failed(t, f"stream datum {datum['uid']} has {len(seq_nums)} seq_nums for {len(indices)} indices") for t in tasks]
-        try:
-            shape = self._descriptors[datum["descriptor"]]["data_keys"][self.data_key]["shape"]
-            blocks = read_hdf5_blocks(resource, indices, event_shape=shape, root_map=self.root_map)
-        except Exception as err:
-            return [_failed(t, f"cannot read {self.data_key!r} from {resource.get('uri')}: {type(err).__name__}: {err}") for t in tasks]
-        return [FrameTask(t.run_uid, t.seq_num, t.stream, frames=block) for t, block in zip(tasks, blocks)]
+        return self._read_one_by_one(tasks, resource, indices, datum["descriptor"])
+
+    def _read_one_by_one(self, tasks, resource, indices, descriptor):
+        """Tasks with their frames, read from the file one event at a time as they are taken
+        (a stored run's StreamDatum may cover every event of the run: gigabytes at once)."""
+        for task, index in zip(tasks, indices):
+            try:
+                shape = self._descriptors[descriptor]["data_keys"][self.data_key]["shape"]
+                block, = read_hdf5_blocks(resource, range(index, index + 1), event_shape=shape, root_map=self.root_map)
+            except Exception as err:
+                yield _failed(task, f"cannot read {self.data_key!r} from {resource.get('uri')}: {type(err).__name__}: {err}")
+            else:
+                yield FrameTask(task.run_uid, task.seq_num, task.stream, frames=block)
 
 
 def _failed(task: FrameTask, problem: str) -> FrameTask:

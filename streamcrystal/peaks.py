@@ -68,6 +68,7 @@ def locate(image: np.ndarray, diameter: int, *, engine: str = "trackpy", **kwarg
     with warnings.catch_warnings():
         # A frame with no peak is normal here (and visible in the ``frames`` stream).
         warnings.filterwarnings("ignore", message="No maxima survived", category=UserWarning)
+        warnings.filterwarnings("ignore", message="All local maxima were in the margins", category=UserWarning)
         features = trackpy.locate(image, diameter, **kwargs)
     if len(features) == 0:
         return empty_features()

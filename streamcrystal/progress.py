@@ -58,6 +58,12 @@ class LiveProgress:
             self._bar.close()
             self._bar = None
 
+    def close(self) -> None:
+        """Close the bar of a run that never stopped (idempotent)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
     @property
     def events_per_second(self) -> float:
         """Events processed per second since the last start."""

@@ -31,7 +31,7 @@ from ophyd.sim import NullStatus, SynAxis
 
 from .sim_sample import CrystalRod, Grain, GroundTruth
 
-__all__ = ["SimDexela", "make_devices", "simulate_scan", "with_dark_frames", "CrystalRod", "Grain", "GroundTruth"]
+__all__ = ["SimDexela", "HDF5FrameWriter", "make_devices", "simulate_scan", "with_dark_frames", "CrystalRod", "Grain", "GroundTruth"]
 
 
 class _ArraySignal(Signal):
@@ -67,11 +67,12 @@ class SimDexela(Device):
     stats1_total = Cpt(Signal, value=0.0, kind="hinted")
     shutter_open = Cpt(Signal, value=True, kind="config")
 
-    def __init__(self, rod: CrystalRod, slow, fast, *, name: str = "dexela", **kwargs) -> None:
+    def __init__(self, rod: CrystalRod, slow, fast, *, name: str = "dexela", write_dir=None, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         self.rod, self.slow, self.fast = rod, slow, fast
         self.image.put(np.zeros((rod.truth.frames_per_point, *rod.truth.detector_shape), np.uint16))
         self._rng = np.random.default_rng([rod.seed, 1])  # the rod's structure uses stream [seed]
+        self._writer = None if write_dir is None else HDF5FrameWriter(write_dir, self.image.name)
 
     def grid_point(self) -> tuple[int, int]:
         """The grid point (row, col) nearest the motors' current positions."""
@@ -87,14 +88,118 @@ class SimDexela(Device):
             frames = self.rod.frames(*self.grid_point(), self._rng)
         else:
             frames = self.rod.dark_frames(self._rng)
-        self.image.put(frames)
         self.stats1_total.put(float(frames.sum(dtype=np.uint64)) / len(frames))
+        if self._writer is None:
+            self.image.put(frames)
+        else:
+            self._writer.append("open" if self.shutter_open.get() else "closed", frames)
         return NullStatus()
 
+    # With ``write_dir`` the frames go to an HDF5 file per run, as an area detector's HDF5
+    # plugin writes them: the reading has no image, and StreamResource/StreamDatum documents
+    # say where the frames are.
+    def stage(self) -> list:
+        if self._writer is not None:
+            self._writer.open_file()
+        return super().stage()
 
-def make_devices(rod: CrystalRod) -> tuple[SynAxis, SynAxis, SimDexela]:
+    def unstage(self) -> list:
+        if self._writer is not None:
+            self._writer.close_file()
+        return super().unstage()
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        description = super().describe()
+        if self._writer is not None:
+            key = self.image.name
+            description[key] = {
+                "source": f"HDF5:{key}", "dtype": "array", "dtype_numpy": np.dtype(np.uint16).str,
+                "shape": [self.rod.truth.frames_per_point, *self.rod.truth.detector_shape], "external": "STREAM:",
+            }
+        return description
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        reading = super().read()
+        if self._writer is not None:
+            reading.pop(self.image.name, None)
+        return reading
+
+    def collect_asset_docs(self):
+        """StreamResource (once per shutter state and run) and StreamDatum of the last trigger."""
+        if self._writer is not None:
+            yield from self._writer.collect_asset_docs()
+
+
+class HDF5FrameWriter:
+    """Append each trigger's frames to an HDF5 file per run; compose the asset documents.
+
+    One dataset per shutter state (``/entry/open``, ``/entry/closed``: light and dark
+    frames go to different streams, and a StreamResource serves one stream), each of shape
+    ``(n_triggers, frames, rows, cols)`` with one chunk per trigger. The file is opened,
+    appended and closed at every trigger, so that readers (the pipeline live, a catalog) can
+    open it at any time between triggers without HDF5's single-writer locking getting in
+    the way.
+    """
+
+    def __init__(self, directory, data_key: str) -> None:
+        from pathlib import Path
+
+        self.directory = Path(directory)
+        self.data_key = data_key
+        self.path = None
+        self._counts: dict[str, int] = {}
+        self._resources: dict[str, str] = {}
+        self._pending: list[tuple[str, dict]] = []
+
+    def open_file(self) -> None:
+        import uuid
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / f"{uuid.uuid4()}.h5"
+        self._counts, self._resources, self._pending = {}, {}, []
+
+    def close_file(self) -> None:
+        self.path = None
+
+    def append(self, state: str, frames: np.ndarray) -> None:
+        import uuid
+
+        import h5py
+
+        if self.path is None:
+            raise RuntimeError("the detector writes to HDF5 only while staged (inside a plan's run)")
+        index = self._counts.get(state, 0)
+        with h5py.File(self.path, "a") as file:
+            name = f"/entry/{state}"
+            if name not in file:
+                file.create_dataset(name, shape=(0, *frames.shape), maxshape=(None, *frames.shape),
+                                    dtype=frames.dtype, chunks=(1, *frames.shape))
+            dataset = file[name]
+            dataset.resize(index + 1, axis=0)
+            dataset[index] = frames
+        self._counts[state] = index + 1
+        if state not in self._resources:
+            resource_uid = str(uuid.uuid4())
+            self._resources[state] = resource_uid
+            self._pending.append(("stream_resource", {
+                "uid": resource_uid, "data_key": self.data_key, "mimetype": "application/x-hdf5",
+                "uri": f"file://localhost{self.path.resolve()}", "parameters": {"dataset": name, "chunk_shape": [1, *frames.shape]},
+                "run_start": "",
+            }))
+        self._pending.append(("stream_datum", {
+            "uid": f"{self._resources[state]}/{index}", "stream_resource": self._resources[state], "descriptor": "",
+            "indices": {"start": index, "stop": index + 1}, "seq_nums": {"start": 0, "stop": 0},
+        }))
+
+    def collect_asset_docs(self):
+        pending, self._pending = self._pending, []
+        yield from pending
+
+
+def make_devices(rod: CrystalRod, *, write_dir=None) -> tuple[SynAxis, SynAxis, SimDexela]:
     """The motors ``sample_y`` (rows, slow) and ``sample_x`` (columns, fast) and the detector
-    ``dexela`` of a simulated scan of ``rod``, for running your own plans.
+    ``dexela`` of a simulated scan of ``rod``, for running your own plans. With ``write_dir``
+    the detector writes its frames to HDF5 files there (StreamResource/StreamDatum documents).
 
     Examples
     --------
@@ -105,7 +210,7 @@ def make_devices(rod: CrystalRod) -> tuple[SynAxis, SynAxis, SimDexela]:
     ([2, 64, 64], '<u2')
     """
     slow, fast = SynAxis(name="sample_y"), SynAxis(name="sample_x")
-    return slow, fast, SimDexela(rod, slow, fast, name="dexela")
+    return slow, fast, SimDexela(rod, slow, fast, name="dexela", write_dir=write_dir)
 
 
 def with_dark_frames(plan: Generator, detector: SimDexela, n_frames: int) -> Generator:
@@ -144,6 +249,7 @@ def simulate_scan(
     dark_frames: int = 0,
     callbacks: Iterable[Callable[[str, dict], Any]] = (),
     md: Mapping[str, Any] | None = None,
+    write_dir=None,
 ) -> tuple[str, GroundTruth]:
     """Run a ``grid_scan`` of a simulated crystal rod; return the run's start uid and the truth.
 
@@ -164,6 +270,9 @@ def simulate_scan(
     md : mapping, optional
         Extra start-document metadata, over ``{"sample": "simulated crystal rod",
         "simulation_seed": seed}``.
+    write_dir : path, optional
+        Write the frames to an HDF5 file in this directory, as a beamline detector does, and
+        emit StreamResource/StreamDatum documents; by default the frames are inline in the events.
 
     Returns
     -------
@@ -182,7 +291,7 @@ def simulate_scan(
     rod = CrystalRod(grid_shape, detector_shape, frames_per_point=frames_per_point, n_grains=n_grains,
                      peaks_per_grain=peaks_per_grain, min_peak_distance=min_peak_distance, seed=seed,
                      extents=extents, snake=snake)
-    slow, fast, dexela = make_devices(rod)
+    slow, fast, dexela = make_devices(rod, write_dir=write_dir)
     (y0, y1), (x0, x1) = rod.truth.extents
     (n_rows, n_cols) = rod.truth.grid_shape
     plan = bp.grid_scan([dexela], slow, y0, y1, n_rows, fast, x0, x1, n_cols, snake_axes=snake,

@@ -1,0 +1,196 @@
+"""Write analysis runs into a catalog, and read their results back as pandas/xarray.
+
+Tiled stores event data in tables, which take numbers and 1-D arrays but not a 2-D crystal
+map. :class:`ArraysToHDF5` therefore writes the array data keys of a document stream (the
+``maps`` stream's ``map``) to an HDF5 file per run, as a detector would, and replaces them with
+StreamResource/StreamDatum documents; Tiled then serves the maps as one array
+``(n_particles, *grid_shape)``. :func:`load_results` finds the newest analysis of a raw run.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ArraysToHDF5", "catalog_writer", "load_results", "analysis_runs"]
+
+logger = logging.getLogger("streamcrystal")
+
+
+class ArraysToHDF5:
+    """A document filter: array data keys go to HDF5 files, the rest passes through.
+
+    Parameters
+    ----------
+    directory : path
+        Where the HDF5 files go (one per run, named by the run's uid).
+    downstream : callable
+        ``downstream(name, doc)`` receives the rewritten documents, e.g. ``db.insert``.
+    """
+
+    def __init__(self, directory: str | Path, downstream: Callable[[str, dict], Any]) -> None:
+        self.directory = Path(directory)
+        self.downstream = downstream
+        self._runs: dict[str, dict] = {}  # run uid -> {"path", "descriptors": {uid: {key: shape}}, "resources", "counts"}
+
+    def __call__(self, name: str, doc: Mapping) -> None:
+        handler = getattr(self, f"_{name}", None)
+        for out_name, out_doc in (handler(doc) if handler else [(name, doc)]):
+            self.downstream(out_name, out_doc)
+
+    def _start(self, doc):
+        self._runs[doc["uid"]] = {"path": self.directory / f"{doc['uid']}.h5", "descriptors": {}, "resources": {},
+                                  "counts": {}}
+        return [("start", doc)]
+
+    def _descriptor(self, doc):
+        run = self._runs.get(doc["run_start"])
+        arrays = {key: list(spec.get("shape") or []) for key, spec in doc["data_keys"].items()
+                  if spec.get("dtype") == "array" and len(spec.get("shape") or []) >= 1 and "external" not in spec}
+        if run is None or not arrays:
+            return [("descriptor", doc)]
+        run["descriptors"][doc["uid"]] = arrays
+        data_keys = {key: ({**spec, "external": "STREAM:"} if key in arrays else spec) for key, spec in doc["data_keys"].items()}
+        return [("descriptor", {**doc, "data_keys": data_keys})]
+
+    def _event(self, doc):
+        run = self._runs.get(self._run_of(doc["descriptor"]))
+        if run is None:
+            return [("event", doc)]
+        arrays = run["descriptors"][doc["descriptor"]]
+        out = []
+        for key in arrays:
+            out += self._write(run, doc["descriptor"], key, np.asarray(doc["data"][key]), doc["seq_num"])
+        data = {k: v for k, v in doc["data"].items() if k not in arrays}
+        timestamps = {k: v for k, v in doc["timestamps"].items() if k not in arrays}
+        filled = {k: v for k, v in doc.get("filled", {}).items() if k not in arrays}
+        return out + [("event", {**doc, "data": data, "timestamps": timestamps, "filled": filled})]
+
+    def _event_page(self, doc):
+        from event_model import unpack_event_page
+
+        return [pair for event in unpack_event_page(doc) for pair in self._event(event)]
+
+    def _stop(self, doc):
+        self._runs.pop(doc["run_start"], None)
+        return [("stop", doc)]
+
+    def _run_of(self, descriptor_uid: str) -> str | None:
+        for run_uid, run in self._runs.items():
+            if descriptor_uid in run["descriptors"]:
+                return run_uid
+        return None
+
+    def _write(self, run: dict, descriptor: str, key: str, value: np.ndarray, seq_num: int) -> list:
+        import h5py
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        dataset_name = f"/{descriptor}/{key}"
+        index = run["counts"].get(dataset_name, 0)
+        with h5py.File(run["path"], "a") as file:
+            if dataset_name not in file:
+                file.create_dataset(dataset_name, shape=(0, *value.shape), maxshape=(None, *value.shape),
+                                    dtype=value.dtype, chunks=(1, *value.shape))
+            dataset = file[dataset_name]
+            dataset.resize(index + 1, axis=0)
+            dataset[index] = value
+        run["counts"][dataset_name] = index + 1
+        docs = []
+        if dataset_name not in run["resources"]:
+            resource = {"uid": str(uuid.uuid4()), "data_key": key, "mimetype": "application/x-hdf5",
+                        "uri": f"file://localhost{Path(run['path']).resolve()}",
+                        "parameters": {"dataset": dataset_name, "chunk_shape": [1, *value.shape]},
+                        "run_start": next(uid for uid, r in self._runs.items() if r is run)}
+            run["resources"][dataset_name] = resource["uid"]
+            docs.append(("stream_resource", resource))
+        resource_uid = run["resources"][dataset_name]
+        docs.append(("stream_datum", {
+            "uid": f"{resource_uid}/{index}", "stream_resource": resource_uid, "descriptor": descriptor,
+            "indices": {"start": index, "stop": index + 1}, "seq_nums": {"start": seq_num, "stop": seq_num + 1},
+        }))
+        return docs
+
+
+def catalog_writer(db, directory: str | Path | None = None) -> ArraysToHDF5:
+    """``callback(name, doc)`` that stores analysis documents in ``db`` (arrays in HDF5 files).
+
+    ``directory`` defaults to ``data/analysis`` of an embedded catalog (where its Tiled server
+    may read); give one, readable by the server, for a remote catalog.
+    """
+    from .tiled_catalog import raw_data_dir
+
+    if directory is None:
+        raw = raw_data_dir(db)
+        if raw is None:
+            raise ValueError("a remote catalog needs a directory for the analysis arrays that its Tiled server can "
+                             "read (give directory=...)")
+        directory = raw.parent / "analysis"
+    return ArraysToHDF5(directory, db.insert)
+
+
+def analysis_runs(db, raw_uid: str, stage: str = "peak_tracking") -> list:
+    """The analysis runs of ``raw_uid`` in ``db``, oldest first (BlueskyRun clients, v3)."""
+    from tiled.queries import Key
+
+    found = db.v3.search(Key("raw_uid") == raw_uid).search(Key("analysis_stage") == stage)
+    runs = [found[uid] for uid in found]
+    return sorted(runs, key=lambda run: run.start["time"])
+
+
+def load_results(db, raw_uid: str, stage: str = "peak_tracking"):
+    """The newest analysis of raw run ``raw_uid`` in ``db``, as a :class:`~streamcrystal.results.RunResults`.
+
+    Raises
+    ------
+    KeyError
+        If ``db`` holds no analysis of that run (the message says how to make one).
+    """
+    from .maps import PARTICLE_COLUMNS, maps_to_xarray
+    from .results import RunResults
+
+    runs = analysis_runs(db, raw_uid, stage)
+    if not runs:
+        raise KeyError(f"no {stage} analysis of raw run {raw_uid!r} in the catalog; make one with "
+                       f"'streamcrystal replay {raw_uid}'")
+    run = runs[-1]
+    tables = {stream: _table(run, stream) for stream in ("features", "frames", "tracks", "maps")}
+    try:  # the grid's shape, motors and extents are in the raw run's start, usually in the same catalog
+        raw_start = dict(db.v3[raw_uid].start)
+    except KeyError:
+        raw_start = {}
+    if len(tables["maps"]):
+        maps = np.asarray(run["maps"]["map"].read(), dtype=np.float64)
+    else:
+        maps = np.zeros((0, *(raw_start.get("shape") or [len(tables["frames"])])))
+    particles = tables["maps"].reindex(columns=list(PARTICLE_COLUMNS)).astype(
+        {"particle": np.int64, "y": np.float64, "x": np.float64, "n_frames": np.int64, "total_intensity": np.float64})
+    extents, dims = _grid(raw_start, maps.shape[1:])
+    stop = run.stop or {}
+    problems = tuple(p for p in (stop.get("reason") or "").split(" | ") if p)
+    failure = None if stop.get("exit_status", "success") == "success" else (stop.get("reason") or stop.get("exit_status"))
+    return RunResults(raw_uid, tables["features"], tables["frames"], tables["tracks"], particles,
+                      maps_to_xarray(particles, maps, extents=extents, dims=dims), problems, failure)
+
+
+def _table(run, stream: str) -> pd.DataFrame:
+    if stream not in run:
+        return pd.DataFrame()
+    node = run[stream]
+    columns = [key for key in node if key not in ("time", "seq_num", "map") and not key.startswith("ts_")]
+    return pd.DataFrame({key: np.asarray(node[key].read()) for key in columns})
+
+
+def _grid(start: Mapping, shape) -> tuple:
+    from .maps import grid_of
+
+    raw = {"shape": start.get("shape"), "extents": start.get("extents"), "snaking": start.get("snaking"),
+           "motors": start.get("motors")}
+    if raw["shape"] and tuple(raw["shape"]) == tuple(shape):
+        _, _, extents, dims = grid_of(raw)
+        return extents, dims
+    return None, None
