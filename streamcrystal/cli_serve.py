@@ -36,28 +36,26 @@ def _param(text: str) -> tuple[str, object]:
 def _add_destination(parser: argparse.ArgumentParser, *, jsonl_help: str) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--catalog", type=Path, metavar="PATH", help="directory of the embedded catalog")
-    where.add_argument("--uri", help="a Tiled server holding the catalog (API key: $TILED_API_KEY)")
+    where.add_argument("--uri", help="a Tiled server holding the catalog, e.g. http://localhost:8000")
     where.add_argument("--jsonl", type=Path, metavar="DIR", help=jsonl_help)
+    parser.add_argument("--api-key", default=None, help="the Tiled server's API key (default: $TILED_API_KEY)")
 
 
 def _catalog(args):
-    try:
-        from .catalog import catalog
-    except ImportError:
-        raise SystemExit("streamcrystal: this version has no catalog (streamcrystal.catalog); use --jsonl DIR") from None
-    return catalog(args.catalog, uri=args.uri)
+    from .tiled_catalog import catalog
+
+    return catalog(args.catalog, uri=args.uri, api_key=args.api_key)
 
 
-def _destination(args) -> tuple[object, str]:
-    """The ``insert(name, doc)`` of the chosen destination, and its description."""
+def _destination(args):
+    """``(insert, db, description)``: the ``insert(name, doc)`` of the chosen destination (the
+    catalog's ``db.insert``, or a JSON-lines writer), the catalog (None for --jsonl)."""
     if args.jsonl is not None:
         from .jsonl import JsonlWriter
 
-        return JsonlWriter(args.jsonl), f"{args.jsonl}/"
-    if args.catalog is None and args.uri is None:
-        raise SystemExit("streamcrystal: say where results go: --catalog PATH, --uri URI or --jsonl DIR")
+        return JsonlWriter(args.jsonl), None, f"{args.jsonl}/"
     db = _catalog(args)
-    return db.insert, f"catalog {args.uri or args.catalog}"
+    return db.insert, db, f"catalog {args.uri or args.catalog or 'at the default path'}"
 
 
 def add_commands(commands) -> None:
@@ -82,6 +80,9 @@ def add_commands(commands) -> None:
                        help="override a pipeline parameter (JSON value), e.g. --param minmass=600; repeatable")
     serve.add_argument("--spool-dir", type=Path, default=None,
                        help="where results wait when the catalog is away (default $STREAMCRYSTAL_SPOOL or the user data dir)")
+    serve.add_argument("--arrays-dir", type=Path, default=None,
+                       help="where the maps' HDF5 files go (default: data/analysis of an embedded catalog; "
+                            "with --uri, a directory the Tiled server can read)")
     serve.add_argument("--retry-interval", type=float, default=30.0, help="seconds between retries of spooled runs")
     serve.add_argument("--pickle", action="store_true", help="accept pickled documents (unsafe: see above)")
     serve.set_defaults(run=run_serve)
@@ -130,18 +131,16 @@ def _spool_dir(args) -> Path:
 
 def run_serve(args: argparse.Namespace) -> int:
     import numpy as np
-    import trackpy
 
     from .pipeline_files import load_pipeline
     from .serve import Server
     from .spool import SpoolingWriter, flush_spool
     from .wire import deserializer
 
-    insert, destination = _destination(args)
+    insert, db, destination = _destination(args)
     overrides = dict(args.param)
     if args.subtrahend is not None:
         overrides["subtrahend"] = np.load(args.subtrahend, allow_pickle=False)
-    trackpy.quiet()  # trackpy.link logs one INFO line per frame
     module = load_pipeline(args.pipeline)
     pipeline = module.make_pipeline(**overrides)
     where = {**_SERVE_DEFAULTS, **getattr(module, "SERVE", {})}
@@ -151,8 +150,14 @@ def run_serve(args: argparse.Namespace) -> int:
     earlier = flush_spool(spool_dir, insert)
     for uid in earlier.inserted:
         print(f"inserted analysis run {uid}, spooled by an earlier server, from {spool_dir}", flush=True)
-    writer = SpoolingWriter(insert, spool_dir, retry_interval=args.retry_interval)
-    server = Server(pipeline, writer, address=address, prefix=prefix.encode(),
+    spool = SpoolingWriter(insert, spool_dir, retry_interval=args.retry_interval)
+    writer = spool
+    if db is not None:  # maps (2-D arrays) go to HDF5 files, the catalog's tables take the rest
+        from .writeback import ArraysToHDF5, catalog_writer
+
+        directory = args.arrays_dir if args.arrays_dir is not None else catalog_writer(db).directory
+        writer = ArraysToHDF5(directory, spool)
+    server = Server(pipeline, writer, spool=spool, address=address, prefix=prefix.encode(),
                     deserializer=deserializer("pickle" if args.pickle else "msgpack"),
                     on_run=lambda status: print(status.line(), flush=True), destination=destination)
     print(f"serving {args.pipeline} on {server.address} (prefix {prefix!r}, "
@@ -195,8 +200,9 @@ def _stored_documents(args):
     if args.uid is None:
         raise SystemExit("streamcrystal publish: give the UID of a run (or --jsonl FILE)")
     db = _catalog(args)
-    key = int(args.uid) if args.uid.lstrip("-").isdigit() else args.uid
-    return db[key].documents(fill=True)
+    key = int(args.uid) if args.uid.startswith("-") and args.uid[1:].isdigit() else args.uid
+    # as stored: frames in external files stay there (StreamResource/Resource), the server reads them
+    return ((name, dict(doc)) for name, doc in db[key].documents(fill=False))
 
 
 def run_publish(args: argparse.Namespace) -> int:
@@ -220,7 +226,7 @@ def run_spool(args: argparse.Namespace) -> int:
             print(path)
         print(f"{len(paths)} analysis runs spooled in {spool_dir}", file=sys.stderr)
         return 0
-    insert, destination = _destination(args)
+    insert, _, destination = _destination(args)
     report = flush_spool(spool_dir, insert)
     for uid, n in report.inserted.items():
         print(f"inserted analysis run {uid} ({n} documents) into {destination}")

@@ -39,6 +39,7 @@ import zmq
 from bluesky.callbacks.zmq import Proxy, Publisher, RemoteDispatcher
 from bluesky.run_engine import DocumentNames
 
+from .spool import SpoolingWriter
 from .wire import MessageError, dumps, loads
 
 __all__ = [
@@ -226,9 +227,12 @@ class Server:
     pipeline : streamcrystal.Pipeline
         Built once; it keeps per-run state, so several runs may interleave.
     writer : callable
-        ``writer(name, doc)`` for every output document, e.g. a
-        :class:`~streamcrystal.spool.SpoolingWriter` around a catalog's ``insert``. If it has
-        ``where(analysis_uid)`` (a spool file or None) and ``close()``, they are used.
+        ``writer(name, doc)`` for every output document: a
+        :class:`~streamcrystal.spool.SpoolingWriter` around a catalog's ``insert``, or a
+        document filter in front of one (``catalog_writer``'s arrays-to-HDF5).
+    spool : SpoolingWriter, optional
+        The spool behind ``writer`` (default: ``writer`` itself if it is one): status lines
+        say when a run was spooled, and it is closed (retried) when the server stops.
     address : str
         The proxy's outbound address (``"localhost:5568"``).
     prefix : bytes
@@ -241,11 +245,12 @@ class Server:
         Where ``writer`` puts results, for the status lines.
     """
 
-    def __init__(self, pipeline, writer: Callable[[str, dict], Any], *, address: str = "localhost:5568",
-                 prefix: bytes = b"raw", deserializer: Callable[[bytes], dict] = loads,
+    def __init__(self, pipeline, writer: Callable[[str, dict], Any], *, spool: SpoolingWriter | None = None,
+                 address: str = "localhost:5568", prefix: bytes = b"raw", deserializer: Callable[[bytes], dict] = loads,
                  on_run: Callable[[RunStatus], Any] | None = None, destination: str = "") -> None:
         self.pipeline = pipeline
         self.writer = writer
+        self.spool = spool if spool is not None else (writer if isinstance(writer, SpoolingWriter) else None)
         self.destination = destination or repr(writer)
         self.address = parse_address(address)
         self.dispatcher = DocumentDispatcher(self.address, prefix=prefix, deserializer=deserializer)
@@ -303,9 +308,8 @@ class Server:
     def _saved(self, analysis_uid: str) -> str:
         if analysis_uid in self._lost:
             return "NOT SAVED (see the log)"
-        where = getattr(self.writer, "where", None)
-        spool = where(analysis_uid) if where is not None else None
-        return f"spooled to {spool}" if spool is not None else self.destination
+        spooled = self.spool.where(analysis_uid) if self.spool is not None else None
+        return f"spooled to {spooled}" if spooled is not None else self.destination
 
     def _finished(self, status: RunStatus) -> None:
         self.runs.append(status)
@@ -325,10 +329,8 @@ class Server:
                 "num_events": {},
             })
         self._open_runs.clear()
-        close = getattr(self.writer, "close", None)
-        spooled = close() if close is not None else None
-        return ServeReport(self._stopped_by, list(self.runs), self.dispatcher.dropped, closed,
-                           list(spooled) if isinstance(spooled, Iterable) else [])
+        spooled = self.spool.close() if self.spool is not None else []
+        return ServeReport(self._stopped_by, list(self.runs), self.dispatcher.dropped, closed, spooled)
 
 
 class _Proxy(Proxy):

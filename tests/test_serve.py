@@ -331,8 +331,50 @@ def test_seed_server_pipeline_file_and_cli_checks(capsys):
     module = load_pipeline("seed_server")
     assert module.SERVE == {"address": "localhost:5568", "prefix": "raw"}
     assert module.make_pipeline().parameters["locate_kwargs"] == {"percentile": 80, "separation": 100}
-    with pytest.raises(SystemExit, match="say where results go: --catalog PATH, --uri URI or --jsonl DIR"):
-        main(["serve", "seed_server"])
     with pytest.raises(SystemExit):
         main(["serve", "seed_server", "--jsonl", "x", "--catalog", "y"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_stored_run_published_from_the_catalog_and_served_into_it(tmp_path):
+    """simulate -> catalog; `streamcrystal publish UID` -> proxy -> `streamcrystal serve --catalog`
+    -> catalog: the stored analysis equals the in-process pipeline's on the same documents."""
+    import streamcrystal as sc
+    from streamcrystal.sim import simulate_scan
+    from streamcrystal.tiled_catalog import raw_data_dir
+
+    path = tmp_path / "catalog"
+    db = sc.catalog(path)
+    uid, _ = simulate_scan(write_dir=raw_data_dir(db), callbacks=[db.insert], **SCAN)
+    pipe = load_pipeline(PIPELINE).make_pipeline()
+    for name, doc in db[uid].documents(fill=False):
+        pipe(name, dict(doc))
+    want = pipe.results(uid)
+
+    in_port, out_port = free_port(), free_port()
+    processes = [Process(["proxy", in_port, out_port], tmp_path, "proxy")]
+    try:
+        server = Process(["serve", PIPELINE, "--address", f"localhost:{out_port}", "--catalog", path,
+                          "--spool-dir", tmp_path / "spool"], tmp_path, "serve")
+        processes.append(server)
+        server.wait_output("serving", timeout=120)
+        publisher = Publisher(f"localhost:{in_port}", prefix=b"raw", serializer=dumps)
+        try:
+            connect(lambda: publisher("ping", {}), server)
+        finally:
+            publisher.close()
+        publish = Process(["publish", uid, "--address", f"localhost:{in_port}", "--catalog", path], tmp_path, "publish")
+        processes.append(publish)
+        assert publish.wait(120) == 0, publish.output()
+        assert "published 1 start" in publish.stdout()
+        out = server.wait_output(f"run {uid}:", timeout=120)
+        assert "[success]" in out and f"saved: catalog {path}" in out
+    finally:
+        terminate_all(processes)
+    got = sc.load_results(db, uid)
+    for table in ("features", "frames", "tracks", "particles"):
+        columns = list(getattr(want, table).columns)
+        pd.testing.assert_frame_equal(getattr(got, table)[columns].reset_index(drop=True),
+                                      getattr(want, table).reset_index(drop=True), check_dtype=False)
+    np.testing.assert_array_equal(got.maps.values, want.maps.values)
