@@ -148,8 +148,10 @@ def run_serve(args: argparse.Namespace) -> int:
     prefix = args.prefix if args.prefix is not None else where["prefix"]
     spool_dir = _spool_dir(args)
     earlier = flush_spool(spool_dir, insert)
-    for uid in earlier.inserted:
-        print(f"inserted analysis run {uid}, spooled by an earlier server, from {spool_dir}", flush=True)
+    for spooled, uid in earlier.inserted.items():
+        print(f"inserted analysis run {spooled}, spooled by an earlier server in {spool_dir}, as {uid}", flush=True)
+    for path, why in earlier.remaining.items():
+        print(f"still spooled: {path} ({why})", flush=True)
     spool = SpoolingWriter(insert, spool_dir, retry_interval=args.retry_interval)
     writer = spool
     if db is not None:  # maps (2-D arrays) go to HDF5 files, the catalog's tables take the rest
@@ -228,8 +230,8 @@ def run_spool(args: argparse.Namespace) -> int:
         return 0
     insert, _, destination = _destination(args)
     report = flush_spool(spool_dir, insert)
-    for uid, n in report.inserted.items():
-        print(f"inserted analysis run {uid} ({n} documents) into {destination}")
+    for spooled, uid in report.inserted.items():
+        print(f"inserted analysis run {spooled} into {destination} as {uid}")
     for path, why in report.remaining.items():
         print(f"still spooled: {path} ({why})")
     return 0 if report else 1

@@ -231,11 +231,15 @@ def test_killed_server_restarted_and_run_republished_loses_nothing(tmp_path, sca
         assert first.wait(10) == -signal.SIGKILL
         second = chain.start_server("serve-2")
         chain.publish(docs)
-        second.wait_output(f"run {uid}:")
+        out = second.wait_output(f"run {uid}:")
         runs = analysis_runs(chain.results, uid)
-        (partial,) = [run for run in runs if run[-1][0] != "stop"]  # killed: never closed
-        (complete,) = [run for run in runs if run[-1][0] == "stop"]
-        assert len(streams(partial)["frames"]) >= 5
+        (partial,) = [run for run in runs if run[-1][0] != "stop"]  # written live, never closed
+        # the killed server's journal, closed and inserted by the next server as it started
+        (recovered,) = [run for run in runs if run[-1][0] == "stop" and run[-1][1]["exit_status"] == "abort"]
+        assert f"inserted analysis run {partial[0][1]['uid']}, spooled by an earlier server" in out
+        assert recovered[0][1]["spool"]["original_uid"] == partial[0][1]["uid"]
+        assert len(streams(recovered)["frames"]) == len(streams(partial)["frames"]) >= 5
+        (complete,) = [run for run in runs if run[-1][0] == "stop" and run[-1][1]["exit_status"] == "success"]
         assert_same_analysis(complete, expected[uid])
     finally:
         chain.close()
@@ -303,7 +307,9 @@ def test_catalog_away_results_spooled_then_flushed(tmp_path, scans, expected):
     assert reports[0].spooled == [spool_file]
     inserted = []
     report = flush_spool(tmp_path / "spool", lambda name, doc: inserted.append((name, doc)))
-    assert report and report.inserted == {status.analysis_uid: len(inserted)} and not spool_file.exists()
+    assert report and list(report.inserted) == [status.analysis_uid] and not spool_file.exists()
+    assert inserted[0][1]["uid"] == report.inserted[status.analysis_uid]  # a copy under new uids
+    assert inserted[0][1]["spool"]["original_uid"] == status.analysis_uid
     assert_same_analysis(inserted, expected[uid])
 
 
