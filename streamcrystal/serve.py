@@ -56,6 +56,7 @@ __all__ = [
 logger = logging.getLogger("streamcrystal")
 
 _DOCUMENT_NAMES = frozenset(item.name for item in DocumentNames)
+_HEAD = 512  # prefix and document name are found in the first bytes of a message
 
 
 def parse_address(address: str, *, default_host: str = "localhost") -> str:
@@ -91,7 +92,22 @@ class DocumentDispatcher(RemoteDispatcher):
     prefix : bytes
         Only messages with this prefix are dispatched (``b""``: all).
     deserializer : callable
-        ``bytes -> dict`` (default :func:`streamcrystal.wire.loads`: msgpack, never pickle).
+        bytes-like (a memoryview of the 0MQ frame) -> dict; default
+        :func:`streamcrystal.wire.loads` (msgpack, never pickle).
+
+    Examples
+    --------
+    >>> dispatcher = DocumentDispatcher("localhost:5568", prefix=b"raw")
+    >>> dispatcher.decode(b"raw start " + dumps({"uid": "abc"}))
+    ('start', {'uid': 'abc'})
+    >>> dispatcher.decode(b"beamline2 start " + dumps({"uid": "abc"})) is None  # another publisher's
+    True
+    >>> try:
+    ...     dispatcher.decode(b"raw start " + bytes([0x80, 4]) + b" a pickle")
+    ... except MessageError as err:
+    ...     print(err.name, "|", err.problem)
+    start | undecodable msgpack (ExtraData: unpack(b) received extra data.)
+    >>> dispatcher.loop.close()
     """
 
     def __init__(self, address, *, prefix: bytes = b"", deserializer: Callable[[bytes], dict] = loads,
@@ -101,12 +117,17 @@ class DocumentDispatcher(RemoteDispatcher):
         self.received = 0
         self._stop_requested = False
 
-    def decode(self, message: bytes) -> tuple[str, dict] | None:
-        """``(name, doc)`` of a message, None if it is for another prefix; raises MessageError."""
-        parts = message.split(b" ", 2)
-        if len(parts) != 3:
-            raise MessageError(f"not 'prefix name payload' ({len(message)} bytes: {message[:40]!r})")
-        prefix, raw_name, payload = parts
+    def decode(self, message: bytes | memoryview) -> tuple[str, dict] | None:
+        """``(name, doc)`` of a message, None if it is for another prefix; raises MessageError.
+
+        ``message`` may be a memoryview of the 0MQ frame: the payload is not copied.
+        """
+        head = bytes(message[:_HEAD])
+        first = head.find(b" ")
+        second = head.find(b" ", first + 1) if first >= 0 else -1
+        if second < 0:
+            raise MessageError(f"not 'prefix name payload' ({len(message)} bytes: {head[:40]!r})")
+        prefix, raw_name, payload = head[:first], head[first + 1:second], message[second + 1:]
         if self._prefix and prefix != self._prefix:
             return None
         name = raw_name.decode("utf-8", errors="replace")
@@ -122,7 +143,7 @@ class DocumentDispatcher(RemoteDispatcher):
             raise MessageError(f"payload is a {type(doc).__name__}, not a document", name=name)
         return name, doc
 
-    def receive(self, message: bytes) -> None:
+    def receive(self, message: bytes | memoryview) -> None:
         """Decode one message and dispatch its document; never raises."""
         try:
             decoded = self.decode(message)
@@ -142,7 +163,8 @@ class DocumentDispatcher(RemoteDispatcher):
 
     async def _poll(self) -> None:
         while not self._stop_requested:
-            self.receive(await self._socket.recv())
+            frame = await self._socket.recv(copy=False)
+            self.receive(frame.buffer)
 
     def request_stop(self) -> None:
         """Stop receiving at the next message boundary (safe from a signal handler)."""
