@@ -115,10 +115,11 @@ def test_a_bad_grid_is_refused_with_the_expected_form():
     assert "ROWSxCOLS" in done.stderr
 
 
+@pytest.mark.slow
 def test_demo_command_maps_every_grain_and_writes_its_files(tmp_path):
     output = tmp_path / "out"
     done = run_cli("demo", "--output", str(output), "--grid", "8x6", "--detector", "512x512", "--frames", "3",
-                   "--grains", "2", "--seed", "4", "--no-progress")
+                   "--grains", "2", "--seed", "4", "--no-progress", "--catalog", str(tmp_path / "catalog"))
     assert done.returncode == 0, done.stderr
     ious = [float(v) for v in re.search(r"IoU\) per grain: (.*)", done.stdout).group(1).split(", ")]
     assert len(ious) == 2 and min(ious) >= 0.8, done.stdout
@@ -133,3 +134,12 @@ def test_demo_command_maps_every_grain_and_writes_its_files(tmp_path):
 
     frames = pd.read_csv(output / "frames.csv")
     assert sorted(frames["frame"]) == list(range(1, 8 * 6 + 1))
+    # the raw scan and its analysis are in the catalog, and the printed commands name them
+    raw_uid = re.search(r"raw run (\S+), analysis run (\S+),", done.stdout).group(1)
+    assert f"streamcrystal replay {raw_uid} --catalog {tmp_path / 'catalog'}" in done.stdout
+    import streamcrystal as sc
+
+    stored = sc.load_results(sc.catalog(tmp_path / "catalog"), raw_uid)
+    tracks = pd.read_csv(output / "tracks.csv")
+    np.testing.assert_allclose(stored.tracks[["y", "x", "mass"]].to_numpy(), tracks[["y", "x", "mass"]].to_numpy())
+    assert stored.maps.sizes["particle"] == len(pd.read_csv(output / "particles.csv"))
