@@ -143,3 +143,29 @@ def test_demo_command_maps_every_grain_and_writes_its_files(tmp_path):
     tracks = pd.read_csv(output / "tracks.csv")
     np.testing.assert_allclose(stored.tracks[["y", "x", "mass"]].to_numpy(), tracks[["y", "x", "mass"]].to_numpy())
     assert stored.maps.sizes["particle"] == len(pd.read_csv(output / "particles.csv"))
+
+
+def test_live_map_sums_the_peak_intensity_of_each_grid_point(live_scan):
+    # replay the stored features through a LiveMap and compare with placing them by hand
+    import pandas as pd
+
+    from streamcrystal.plot import reshape
+    from streamcrystal.progress import LiveMap
+
+    truth, results, _ = live_scan
+    live = LiveMap(every=4)
+    start = {"uid": "analysis", "raw_grid": {"shape": list(truth.grid_shape), "snaking": list(truth.snaking),
+                                             "extents": [list(e) for e in truth.extents]}}
+    live("start", start)
+    live("descriptor", {"uid": "f", "name": "features"})
+    live("descriptor", {"uid": "fr", "name": "frames"})
+    for row in results.features.itertuples():
+        live("event", {"descriptor": "f", "data": {"frame": row.frame, "mass": row.mass}})
+    for frame in results.frames["frame"]:
+        live("event", {"descriptor": "fr", "data": {"frame": frame}})
+    live("stop", {})
+    per_frame = results.features.groupby("frame")["mass"].sum()
+    expected = reshape(pd.DataFrame({"seq_num": per_frame.index, "mass": per_frame.values}), "mass",
+                       start={"shape": truth.grid_shape, "snaking": truth.snaking, "extents": truth.extents})
+    np.testing.assert_allclose(live.grid, np.nan_to_num(expected.values))
+    assert live.figure is not None and "frames" in live.figure.axes[0].get_title()
