@@ -1,0 +1,123 @@
+"""A fast peak finder that returns exactly what ``trackpy.locate`` returns.
+
+:func:`locate` takes ``trackpy.locate``'s arguments and returns its DataFrame: the same
+rows in the same order, the same columns and values. It replaces trackpy's slow steps
+(the scipy filters of ``bandpass``, the grey dilation, the percentile, and above all the
+whole-image binary dilation behind the ``ep`` column) with numba kernels that do the same
+arithmetic (see :mod:`.engine`), and keeps trackpy's own refinement. A call it does not
+support (3-D images, ``preprocess=False``, ``invert``, ``characterize=False``, other
+dtypes, anything trackpy rejects, ...) goes to ``trackpy.locate``; the reason is logged
+once (logger ``streamcrystal``). So a user never gets a different answer, only a faster one.
+
+Numba compiles the kernels on first use (``cache=True``: later processes load them from
+disk); :func:`warmup` does it ahead of time. Pure numerics: no streams, no documents.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pandas as pd
+
+from .frames import process_frames, supports_frames
+from .options import plan
+from .workspace import release
+
+__all__ = ["locate", "warmup", "process_frames", "supports_frames", "release", "fallback_reason"]
+
+logger = logging.getLogger("streamcrystal")
+
+_logged: set[str] = set()
+_lock = threading.Lock()
+
+
+def _log_once(reason: str) -> None:
+    with _lock:
+        if reason in _logged:
+            return
+        _logged.add(reason)
+    logger.warning("fast locate engine: %s not supported; using trackpy.locate (same answer, slower)", reason)
+
+
+def fallback_reason(raw_image, diameter, **kwargs) -> str | None:
+    """Why :func:`locate` would hand this call to ``trackpy.locate``; ``None`` if it takes it.
+
+    Examples
+    --------
+    >>> fallback_reason(np.zeros((32, 32)), 7) is None
+    True
+    >>> fallback_reason(np.zeros((32, 32)), 7, invert=True)
+    'invert=True'
+    """
+    from .selfcheck import selfcheck_problem
+
+    resolved = plan(raw_image, diameter, **kwargs)
+    if isinstance(resolved, str):
+        return resolved
+    return selfcheck_problem()
+
+
+def locate(raw_image, diameter, minmass=None, maxsize=None, separation=None, noise_size=1,
+           smoothing_size=None, threshold=None, invert=False, percentile=64, topn=None,
+           preprocess=True, max_iterations=10, filter_before=None, filter_after=None,
+           characterize=True, engine="auto") -> pd.DataFrame:
+    """``trackpy.locate(raw_image, diameter, ...)``, same signature, same DataFrame, faster.
+
+    See ``trackpy.locate`` for the parameters. ``engine`` is trackpy's refinement engine
+    (``"auto"``/``"numba"``; ``"python"`` goes to trackpy).
+
+    Examples
+    --------
+    >>> import trackpy
+    >>> image = trackpy.artificial.draw_spots((64, 64), [(20, 30), (44, 40)], 5, noise_level=10)
+    >>> fast = locate(image, 9, separation=20)
+    >>> fast.equals(trackpy.locate(image, 9, separation=20))
+    True
+    """
+    options = dict(minmass=minmass, maxsize=maxsize, separation=separation, noise_size=noise_size,
+                   smoothing_size=smoothing_size, threshold=threshold, invert=invert, percentile=percentile,
+                   topn=topn, preprocess=preprocess, max_iterations=max_iterations,
+                   filter_before=filter_before, filter_after=filter_after, characterize=characterize,
+                   engine=engine)
+    reason = fallback_reason(raw_image, diameter, **options)
+    if reason is None:
+        from .engine import NonFiniteImage, run
+
+        try:
+            return run(plan(raw_image, diameter, **options))
+        except NonFiniteImage:
+            reason = "images with NaN or infinite pixels"
+    _log_once(reason)
+    import trackpy
+
+    return trackpy.locate(raw_image, diameter, **options)
+
+
+_warm = threading.Event()
+
+
+def warmup() -> None:
+    """Compile (or load from numba's disk cache) every kernel, and trackpy's refinement.
+
+    Call it before the first image of a run so that image does not pay the compilation
+    (seconds on a cold cache). Idempotent and cheap after the first call.
+
+    Examples
+    --------
+    >>> warmup()
+    """
+    if _warm.is_set():
+        return
+    import trackpy
+
+    rng = np.random.default_rng(0)
+    spots = trackpy.artificial.draw_spots((48, 48), [(16, 16), (30, 33)], 5, noise_level=20, bitdepth=16)
+    images = [spots.astype(np.uint16), spots.astype(np.uint8), spots.astype(np.float64),
+              (rng.random((48, 48)) < 0.5).astype(np.float64)]  # the last: dense nonzero pixels
+    frames = rng.integers(0, 100, (2, 8, 8)).astype(np.uint16)
+    process_frames(frames, None)
+    process_frames(frames, np.zeros((8, 8)))
+    for image in images:
+        locate(image, 7, separation=12)
+    _warm.set()
