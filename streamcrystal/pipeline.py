@@ -213,7 +213,7 @@ def peak_tracking(
     min_frames: int = 1,
     stream_name: str = "primary",
     dark_stream: str | None = "dark",
-    engine: str = "trackpy",
+    engine: str = "fast",
     locate_kwargs: Mapping[str, Any] | None = None,
     link_kwargs: Mapping[str, Any] | None = None,
     handler_registry: Mapping | None = None,
@@ -251,7 +251,9 @@ def peak_tracking(
     dark_stream : str or None
         The stream whose mean is the background when no ``subtrahend`` is given.
     engine : str
-        The peak finder of :func:`streamcrystal.peaks.locate`.
+        The peak finder of :func:`streamcrystal.peaks.locate`: ``"fast"`` (default; exactly
+        trackpy's features, its numba kernels compiled or loaded from numba's cache here, at
+        construction, not on the first event) or ``"trackpy"``.
     locate_kwargs, link_kwargs : dict, optional
         More keywords of ``trackpy.locate`` / ``trackpy.link``. Linking follows scan
         order, so a grain spanning several rows of the grid reappears after a gap of up to
@@ -386,7 +388,14 @@ def frame_nodes(n: dict[str, Stream]) -> None:
 
 
 def locate_node(n: dict[str, Stream], *, diameter: int, engine: str, locate_kwargs: Mapping) -> None:
-    """clip -> locate: the features of each frame (a FrameResult; the image is let go)."""
+    """clip -> locate: the features of each frame (a FrameResult; the image is let go).
+
+    The fast engine is warmed up here, so the first event does not wait for numba.
+    """
+    if engine == "fast":
+        from .fastlocate import warmup
+
+        warmup()
     n["locate"] = n["clip"].map(locate_step, diameter=diameter, engine=engine, **locate_kwargs, stream_name="locate")
 
 

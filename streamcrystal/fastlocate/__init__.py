@@ -94,30 +94,43 @@ def locate(raw_image, diameter, minmass=None, maxsize=None, separation=None, noi
     return trackpy.locate(raw_image, diameter, **options)
 
 
-_warm = threading.Event()
+_warmed: set[str] = set()
 
 
-def warmup() -> None:
-    """Compile (or load from numba's disk cache) every kernel, and trackpy's refinement.
+def warmup(dtypes=("float64",), frame_dtypes=("uint16",)) -> None:
+    """Compile (or load from numba's disk cache) the kernels, and trackpy's refinement.
 
-    Call it before the first image of a run so that image does not pay the compilation
-    (seconds on a cold cache). Idempotent and cheap after the first call.
+    Call it before the first image of a run, so that image does not wait for the
+    compilation (seconds on a cold cache, about one second for trackpy's own uncached
+    refinement). Each dtype is warmed once per process; later calls cost nothing.
+
+    Parameters
+    ----------
+    dtypes : sequence of str
+        Image dtypes to locate peaks on (the pipeline's processed images are float64).
+    frame_dtypes : sequence of str
+        Detector frame dtypes for :func:`process_frames`.
 
     Examples
     --------
     >>> warmup()
     """
-    if _warm.is_set():
-        return
     import trackpy
 
     rng = np.random.default_rng(0)
     spots = trackpy.artificial.draw_spots((48, 48), [(16, 16), (30, 33)], 5, noise_level=20, bitdepth=16)
-    images = [spots.astype(np.uint16), spots.astype(np.uint8), spots.astype(np.float64),
-              (rng.random((48, 48)) < 0.5).astype(np.float64)]  # the last: dense nonzero pixels
-    frames = rng.integers(0, 100, (2, 8, 8)).astype(np.uint16)
-    process_frames(frames, None)
-    process_frames(frames, np.zeros((8, 8)))
-    for image in images:
-        locate(image, 7, separation=12)
-    _warm.set()
+    for name in dtypes:
+        if f"image {name}" in _warmed:
+            continue
+        image = np.clip(spots, 0, np.iinfo(name).max) if np.dtype(name).kind == "u" else spots
+        locate(image.astype(name), 7, separation=12)
+        dense = (rng.random((48, 48)) < 0.5) * (np.iinfo(name).max if np.dtype(name).kind == "u" else 1.0)
+        locate(dense.astype(name), 7, separation=12, percentile=0)  # the kernels' other strategies
+        _warmed.add(f"image {name}")
+    for name in frame_dtypes:
+        if f"frames {name}" in _warmed:
+            continue
+        frames = rng.integers(0, 100, (2, 8, 8)).astype(name)
+        process_frames(frames, None)
+        process_frames(frames, np.zeros((8, 8)))
+        _warmed.add(f"frames {name}")
