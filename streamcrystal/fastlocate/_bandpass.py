@@ -102,26 +102,47 @@ def _vertical_box_update(raw, y, size, running):
             running[x] += np.float64(raw[entering, x]) - np.float64(raw[leaving, x])
 
 
+#: Rows filtered together: their running sums along the row are independent chains of
+#: additions, which the CPU overlaps when they are interleaved.
+BLOCK = 4
+
+
 @numba.njit(cache=True, nogil=True)
-def _horizontal_box(row, size, truncate, extended, out):
-    """``uniform_filter1d(row, size, mode="nearest")``, cast like scipy's output (``truncate``);
-    ``extended`` is scratch of ``len(row) + size - 1``."""
-    width = row.shape[0]
+def _horizontal_box(rows, n_rows, size, truncate, extended, totals, out):
+    """``uniform_filter1d(rows[r], size, mode="nearest")`` for the first ``n_rows`` of a block,
+    cast like scipy's output (``truncate``); ``extended`` and ``totals`` are scratch."""
+    width = rows.shape[1]
     half = size // 2
-    for k in range(half):
-        extended[k] = row[0]
-    extended[half:half + width] = row
-    for k in range(half + width, width + size - 1):
-        extended[k] = row[width - 1]
-    total = 0.0
+    for r in range(BLOCK):
+        source = rows[min(r, n_rows - 1)]  # a short block repeats its last row, unused
+        for k in range(half):
+            extended[r, k] = source[0]
+        extended[r, half:half + width] = source
+        for k in range(half + width, width + size - 1):
+            extended[r, k] = source[width - 1]
+    e0, e1, e2, e3 = extended[0], extended[1], extended[2], extended[3]
+    t0 = t1 = t2 = t3 = 0.0
     for k in range(size):
-        total += extended[k]
+        t0 += e0[k]
+        t1 += e1[k]
+        t2 += e2[k]
+        t3 += e3[k]
+    totals[0, 0], totals[1, 0], totals[2, 0], totals[3, 0] = t0, t1, t2, t3
+    for x in range(1, width):
+        entering, leaving = x + size - 1, x - 1
+        t0 += e0[entering] - e0[leaving]
+        t1 += e1[entering] - e1[leaving]
+        t2 += e2[entering] - e2[leaving]
+        t3 += e3[entering] - e3[leaving]
+        totals[0, x], totals[1, x], totals[2, x], totals[3, x] = t0, t1, t2, t3
     divisor = np.float64(size)
-    for x in range(width):
-        if x > 0:
-            total += extended[x + size - 1] - extended[x - 1]
-        mean = total / divisor
-        out[x] = np.float64(np.int64(mean)) if truncate else mean
+    for r in range(n_rows):
+        if truncate:
+            for x in range(width):
+                out[r, x] = np.float64(np.int64(totals[r, x] / divisor))
+        else:
+            for x in range(width):
+                out[r, x] = totals[r, x] / divisor
 
 
 @numba.njit(cache=True, nogil=True)
@@ -137,48 +158,55 @@ def bandpass_kernel(raw, weights0, weights1, box0, box1, truncate, threshold, ou
     """
     height, width = raw.shape
     gauss0 = np.empty(width)
-    gauss1 = np.empty(width)
+    gauss1 = np.empty((BLOCK, width))
     padded = np.zeros(width + 2 * (weights1.shape[0] // 2))
     running = np.empty(width)
-    boxrow = np.empty(width)
-    boxed = np.empty(width)
-    extended = np.empty(width + max(box1, 1) - 1)
+    boxrows = np.empty((BLOCK, width))
+    boxed = np.empty((BLOCK, width))
+    extended = np.empty((BLOCK, width + max(box1, 1) - 1))
+    totals = np.empty((BLOCK, width))
     row_max = np.full(width, -np.inf)
     nonfinite = np.zeros(width, dtype=np.int64)
-    for y in range(height):
-        # lowpass, row y
-        if weights0.shape[0] > 0:
-            _vertical_gauss(raw, y, weights0, gauss0)
-        else:
-            for x in range(width):
-                gauss0[x] = np.float64(raw[y, x])
-        if weights1.shape[0] > 0:
-            _horizontal_gauss(gauss0, weights1, padded, gauss1)
-        else:
-            gauss1[:] = gauss0
-        # boxcar, row y (cast to the raw dtype after each axis, as scipy writes it back)
-        if box0 > 1:
-            _vertical_box_update(raw, y, box0, running)
-            size = np.float64(box0)
-            if truncate:
-                for x in range(width):
-                    boxrow[x] = np.float64(np.int64(running[x] / size))
+    divisor0 = np.float64(box0)
+    for y0 in range(0, height, BLOCK):
+        n_rows = min(BLOCK, height - y0)
+        for r in range(n_rows):
+            y = y0 + r
+            # lowpass
+            if weights0.shape[0] > 0:
+                _vertical_gauss(raw, y, weights0, gauss0)
             else:
                 for x in range(width):
-                    boxrow[x] = running[x] / size
-        else:
-            for x in range(width):
-                boxrow[x] = np.float64(raw[y, x])
+                    gauss0[x] = np.float64(raw[y, x])
+            if weights1.shape[0] > 0:
+                _horizontal_gauss(gauss0, weights1, padded, gauss1[r])
+            else:
+                gauss1[r] = gauss0
+            # boxcar along axis 0, cast to the raw dtype as scipy writes it back
+            if box0 > 1:
+                _vertical_box_update(raw, y, box0, running)
+                if truncate:
+                    for x in range(width):
+                        boxrows[r, x] = np.float64(np.int64(running[x] / divisor0))
+                else:
+                    for x in range(width):
+                        boxrows[r, x] = running[x] / divisor0
+            else:
+                for x in range(width):
+                    boxrows[r, x] = np.float64(raw[y, x])
+        # boxcar along axis 1
         if box1 > 1:
-            _horizontal_box(boxrow, box1, truncate, extended, boxed)
+            _horizontal_box(boxrows, n_rows, box1, truncate, extended, totals, boxed)
         else:
-            boxed[:] = boxrow
-        for x in range(width):
-            value = gauss1[x] - boxed[x]
-            nonfinite[x] += 0 if value - value == 0.0 else 1
-            value = value if value >= threshold else 0.0
-            out[y, x] = value
-            row_max[x] = max(row_max[x], value)
+            boxed[:] = boxrows
+        for r in range(n_rows):
+            low, box, target = gauss1[r], boxed[r], out[y0 + r]
+            for x in range(width):
+                value = low[x] - box[x]
+                nonfinite[x] += 0 if value - value == 0.0 else 1
+                value = value if value >= threshold else 0.0
+                target[x] = value
+                row_max[x] = value if value > row_max[x] else row_max[x]  # max() does not vectorise
     return row_max.max(), nonfinite.sum()
 
 

@@ -42,18 +42,40 @@ def _paint(image, half_widths, covered):
 
 
 @numba.njit(cache=True, nogil=True)
-def _row_distances(image, cap, out):
-    """``out[y, x]``: columns to the nearest nonzero pixel of row y, at most ``cap``."""
-    height, width = image.shape
-    for y in range(height):
-        distance = cap
-        for x in range(width):
-            distance = 0 if image[y, x] != 0 else min(distance + 1, cap)
-            out[y, x] = distance
-        distance = cap
-        for x in range(width - 1, -1, -1):
-            distance = 0 if image[y, x] != 0 else min(distance + 1, cap)
-            out[y, x] = min(out[y, x], distance)
+def _relax(source, target):
+    """``target[x] = min(source[x], source[x - 1] + 1, source[x + 1] + 1)``, in uint8.
+
+    Slices, conditional expressions and uint8 arithmetic (numba widens integer arithmetic
+    to 64 bits unless told) keep the loop vectorised 32 pixels wide.
+    """
+    n = source.shape[0]
+    one = np.uint8(1)
+    target[0] = source[0]
+    target[n - 1] = source[n - 1]
+    if n > 1:
+        a, b = source[0], np.uint8(source[1] + one)
+        target[0] = a if a < b else b
+        a, b = source[n - 1], np.uint8(source[n - 2] + one)
+        target[n - 1] = a if a < b else b
+    centre, left, right, out = source[1:n - 1], source[:n - 2], source[2:], target[1:n - 1]
+    for x in range(n - 2):
+        a, b, c = centre[x], np.uint8(left[x] + one), np.uint8(right[x] + one)
+        m = a if a < b else b
+        out[x] = m if m < c else c
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_distance(row, cap, buffers, out):
+    """``out[x]``: columns from x to the nearest nonzero pixel of ``row``, at most ``cap``
+    (< 255): ``cap - 1`` relaxation sweeps, each exact for one more column of distance."""
+    first = buffers[0]
+    for x in range(row.shape[0]):
+        first[x] = 0 if row[x] != 0 else cap
+    current = 0
+    for _ in range(cap - 1):
+        _relax(buffers[current], buffers[1 - current])
+        current = 1 - current
+    out[:] = buffers[current]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -63,24 +85,35 @@ def _by_distances(image, half_widths, covered):
     cap = 0
     for d in range(reach + 1):
         cap = max(cap, half_widths[d] + 1)
-    distances = np.empty((height, width), dtype=np.int16)
-    _row_distances(image, np.int16(cap), distances)
+    cap = np.uint8(cap)
+    buffers = np.empty((2, width), dtype=np.uint8)
+    window = 2 * reach + 1  # ring of the distance rows y - reach .. y + reach
+    ring = np.empty((window, width), dtype=np.uint8)
+    for row in range(min(reach, height)):
+        _row_distance(image[row], cap, buffers, ring[row % window])
     for y in range(height):
+        if y + reach < height:
+            _row_distance(image[y + reach], cap, buffers, ring[(y + reach) % window])
+        target = covered[y]
         for d in range(-reach, reach + 1):
             row = y + d
             if row < 0 or row >= height:
                 continue
-            w = half_widths[abs(d)]
+            w = np.uint8(half_widths[abs(d)])
+            source = ring[row % window]
             for x in range(width):
-                covered[y, x] |= distances[row, x] <= w
+                target[x] |= source[x] <= w
 
 
 @numba.njit(cache=True, nogil=True)
-def covered_kernel(image, half_widths, n_nonzero, strategy=0):
-    """uint8 mask of ``binary_dilation(image != 0, disk)``; ``half_widths[d]``: the disk's
-    half-width ``d`` rows off its centre; ``n_nonzero``: how many pixels are nonzero.
-    ``strategy``: 0 picks the cheaper way, 1 paints, 2 uses row distances (for tests)."""
-    covered = np.zeros(image.shape, dtype=np.uint8)
+def covered_kernel(image, half_widths, n_nonzero, covered, strategy=0):
+    """``covered[...]``: uint8 mask of ``binary_dilation(image != 0, disk)``.
+
+    ``half_widths[d]``: the disk's half-width ``d`` rows off its centre; ``n_nonzero``:
+    how many pixels are nonzero. ``strategy``: 0 picks the cheaper way, 1 paints, 2 uses
+    row distances (for tests).
+    """
+    covered[:] = 0
     area = 0
     for d in range(half_widths.shape[0]):
         area += (2 * half_widths[d] + 1) * (1 if d == 0 else 2)
@@ -88,7 +121,6 @@ def covered_kernel(image, half_widths, n_nonzero, strategy=0):
         _paint(image, half_widths, covered)
     else:
         _by_distances(image, half_widths, covered)
-    return covered
 
 
 @numba.njit(cache=True, nogil=True)

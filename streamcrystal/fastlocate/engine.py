@@ -69,7 +69,7 @@ def bandpassed(p: Plan) -> tuple[np.ndarray, np.floating, np.ndarray]:
     max_value = np.iinfo(p.int_dtype).max
     image_max = np.float64(image_max)
     scale_factor = np.float64(1.0) if image_max == 0 else max_value / image_max
-    integer = np.empty(p.image.shape, p.int_dtype)
+    integer = workspace.scratch("integer", p.image.shape, p.int_dtype)
     histogram = np.zeros(max_value + 1, dtype=np.int64)
     to_int_kernel(image, float(scale_factor), integer, histogram)
     return integer, scale_factor, histogram
@@ -81,7 +81,10 @@ def local_maxima(p: Plan, integer: np.ndarray, histogram: np.ndarray) -> np.ndar
     if np.isnan(threshold):
         warnings.warn("Image is completely black.", UserWarning)
         return np.empty((0, 2))
-    coords, n_maxima = maxima_kernel(integer, *p.dilation_size, threshold, *p.margin)
+    # integer pixels are above ``threshold`` exactly when above its floor (an image value)
+    cut = integer.dtype.type(np.floor(threshold))
+    dilated = workspace.scratch("dilated", integer.shape, integer.dtype)
+    coords, n_maxima = maxima_kernel(integer, *p.dilation_size, cut, *p.margin, dilated)
     if n_maxima == 0:
         warnings.warn("Image contains no local maxima.", UserWarning)
         return np.empty((0, 2))
@@ -102,7 +105,8 @@ def _half_widths(radius: tuple[int, int]) -> np.ndarray:
 
 def background_noise(p: Plan, integer: np.ndarray, n_nonzero: int) -> tuple[float, float]:
     """trackpy's ``measure_noise(integer, raw, radius)``: mean and std of the background."""
-    covered = covered_kernel(integer, _half_widths(p.radius), n_nonzero)
+    covered = workspace.scratch("covered", integer.shape, np.uint8)
+    covered_kernel(integer, _half_widths(p.radius), n_nonzero, covered)
     values = workspace.scratch("bandpassed", p.image.shape, np.float64).reshape(-1)  # free by now
     n, mean, std = background_kernel(p.image, covered, values)
     if n == 0:
