@@ -39,10 +39,29 @@ def _clamp(k: int, n: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
+def _vertical_gauss9(raw, y, weights, out):
+    """:func:`_vertical_gauss` for 9 weights (sigma 1, trackpy's default) inside the image:
+    one pass, the same operations in the same order."""
+    w0, w1, w2, w3, centre = weights[0], weights[1], weights[2], weights[3], weights[4]
+    a0, a1, a2, a3, c = raw[y - 4], raw[y - 3], raw[y - 2], raw[y - 1], raw[y]
+    b3, b2, b1, b0 = raw[y + 1], raw[y + 2], raw[y + 3], raw[y + 4]
+    for x in range(out.shape[0]):
+        value = np.float64(c[x]) * centre
+        value += (np.float64(a0[x]) + np.float64(b0[x])) * w0
+        value += (np.float64(a1[x]) + np.float64(b1[x])) * w1
+        value += (np.float64(a2[x]) + np.float64(b2[x])) * w2
+        value += (np.float64(a3[x]) + np.float64(b3[x])) * w3
+        out[x] = value
+
+
+@numba.njit(cache=True, nogil=True)
 def _vertical_gauss(raw, y, weights, out):
     """Row ``y`` of ``correlate1d(raw, weights, axis=0, mode="constant")`` into ``out``."""
     height, width = raw.shape
     half = weights.shape[0] // 2
+    if half == 4 and 4 <= y < height - 4:
+        _vertical_gauss9(raw, y, weights, out)
+        return
     centre = weights[half]
     for x in range(width):
         out[x] = np.float64(raw[y, x]) * centre
@@ -65,14 +84,15 @@ def _vertical_gauss(raw, y, weights, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _horizontal_gauss(row, weights, padded, out):
-    """``correlate1d(row, weights, mode="constant")``; ``padded`` is scratch with zeros around."""
-    width = row.shape[0]
+def _horizontal_gauss(padded, weights, out):
+    """``correlate1d(row, weights, mode="constant")``; ``padded`` holds the row with
+    ``len(weights) // 2`` zeros either side."""
+    width = out.shape[0]
     half = weights.shape[0] // 2
-    padded[half:half + width] = row
     centre = weights[half]
+    middle = padded[half:half + width]
     for x in range(width):
-        out[x] = row[x] * centre
+        out[x] = middle[x] * centre
     for p in range(half):
         d = half - p
         w = weights[p]
@@ -146,6 +166,39 @@ def _horizontal_box(rows, n_rows, size, truncate, extended, totals, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def _finish_row(low, box, threshold, target, row_max, nonfinite):
+    """``target = where(low - box >= threshold, low - box, 0)``, and the running max and
+    count of non-finite differences."""
+    for x in range(target.shape[0]):
+        value = low[x] - box[x]
+        nonfinite[x] += 0 if value - value == 0.0 else 1
+        value = value if value >= threshold else 0.0
+        target[x] = value
+        row_max[x] = value if value > row_max[x] else row_max[x]  # max() does not vectorise
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish_row9(padded, weights, box, threshold, target, row_max, nonfinite):
+    """:func:`_horizontal_gauss` for 9 weights fused with :func:`_finish_row`."""
+    w0, w1, w2, w3, centre = weights[0], weights[1], weights[2], weights[3], weights[4]
+    width = target.shape[0]
+    a0, a1, a2, a3 = padded[0:width], padded[1:1 + width], padded[2:2 + width], padded[3:3 + width]
+    c = padded[4:4 + width]
+    b3, b2, b1, b0 = padded[5:5 + width], padded[6:6 + width], padded[7:7 + width], padded[8:8 + width]
+    for x in range(width):
+        low = c[x] * centre
+        low += (a0[x] + b0[x]) * w0
+        low += (a1[x] + b1[x]) * w1
+        low += (a2[x] + b2[x]) * w2
+        low += (a3[x] + b3[x]) * w3
+        value = low - box[x]
+        nonfinite[x] += 0 if value - value == 0.0 else 1
+        value = value if value >= threshold else 0.0
+        target[x] = value
+        row_max[x] = value if value > row_max[x] else row_max[x]
+
+
+@numba.njit(cache=True, nogil=True)
 def bandpass_kernel(raw, weights0, weights1, box0, box1, truncate, threshold, out):
     """trackpy's ``bandpass(raw, ...)`` into ``out`` (float64, raw's shape).
 
@@ -157,9 +210,9 @@ def bandpass_kernel(raw, weights0, weights1, box0, box1, truncate, threshold, ou
     ``lowpass - boxcar`` are not finite (the raw image had NaN or inf: not handled here).
     """
     height, width = raw.shape
-    gauss0 = np.empty(width)
-    gauss1 = np.empty((BLOCK, width))
-    padded = np.zeros(width + 2 * (weights1.shape[0] // 2))
+    half1 = weights1.shape[0] // 2
+    padded = np.zeros((BLOCK, width + 2 * half1))  # vertical lowpass rows, zeros around
+    low = np.empty(width)
     running = np.empty(width)
     boxrows = np.empty((BLOCK, width))
     boxed = np.empty((BLOCK, width))
@@ -172,16 +225,12 @@ def bandpass_kernel(raw, weights0, weights1, box0, box1, truncate, threshold, ou
         n_rows = min(BLOCK, height - y0)
         for r in range(n_rows):
             y = y0 + r
-            # lowpass
+            vertical = padded[r, half1:half1 + width]
             if weights0.shape[0] > 0:
-                _vertical_gauss(raw, y, weights0, gauss0)
+                _vertical_gauss(raw, y, weights0, vertical)
             else:
                 for x in range(width):
-                    gauss0[x] = np.float64(raw[y, x])
-            if weights1.shape[0] > 0:
-                _horizontal_gauss(gauss0, weights1, padded, gauss1[r])
-            else:
-                gauss1[r] = gauss0
+                    vertical[x] = np.float64(raw[y, x])
             # boxcar along axis 0, cast to the raw dtype as scipy writes it back
             if box0 > 1:
                 _vertical_box_update(raw, y, box0, running)
@@ -199,25 +248,43 @@ def bandpass_kernel(raw, weights0, weights1, box0, box1, truncate, threshold, ou
             _horizontal_box(boxrows, n_rows, box1, truncate, extended, totals, boxed)
         else:
             boxed[:] = boxrows
+        # lowpass along axis 1, minus the boxcar, thresholded
         for r in range(n_rows):
-            low, box, target = gauss1[r], boxed[r], out[y0 + r]
-            for x in range(width):
-                value = low[x] - box[x]
-                nonfinite[x] += 0 if value - value == 0.0 else 1
-                value = value if value >= threshold else 0.0
-                target[x] = value
-                row_max[x] = value if value > row_max[x] else row_max[x]  # max() does not vectorise
+            target = out[y0 + r]
+            if half1 == 4:
+                _finish_row9(padded[r], weights1, boxed[r], threshold, target, row_max, nonfinite)
+            elif weights1.shape[0] > 0:
+                _horizontal_gauss(padded[r], weights1, low)
+                _finish_row(low, boxed[r], threshold, target, row_max, nonfinite)
+            else:
+                _finish_row(padded[r, half1:half1 + width], boxed[r], threshold, target, row_max, nonfinite)
     return row_max.max(), nonfinite.sum()
 
 
 @numba.njit(cache=True, nogil=True)
 def to_int_kernel(image, scale, out, histogram):
-    """``out[...] = (scale * image.clip(min=0)).astype(out.dtype)``; count values in ``histogram``."""
+    """``out[...] = (scale * image.clip(min=0)).astype(out.dtype)``; count values in ``histogram``.
+
+    The conversion runs a row at a time (vectorised); the counts go to four interleaved
+    histograms, so that runs of equal values do not wait on each other's increments.
+    """
     height, width = image.shape
+    partial = np.zeros((4, histogram.shape[0]), dtype=np.int64)
     for y in range(height):
+        source, target = image[y], out[y]
         for x in range(width):
-            value = image[y, x]
+            value = source[x]
             value = value if value > 0.0 else 0.0
-            level = np.int64(scale * value)
-            out[y, x] = level
-            histogram[level] += 1
+            target[x] = np.int64(scale * value)
+        x = 0
+        while x + 4 <= width:
+            partial[0, target[x]] += 1
+            partial[1, target[x + 1]] += 1
+            partial[2, target[x + 2]] += 1
+            partial[3, target[x + 3]] += 1
+            x += 4
+        while x < width:
+            partial[0, target[x]] += 1
+            x += 1
+    for k in range(histogram.shape[0]):
+        histogram[k] += partial[0, k] + partial[1, k] + partial[2, k] + partial[3, k]
