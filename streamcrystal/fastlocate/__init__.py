@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .frames import process_frames, supports_frames
-from .options import plan
+from .options import Plan, plan
 from .workspace import release
 
 __all__ = ["locate", "warmup", "process_frames", "supports_frames", "release", "fallback_reason"]
@@ -40,6 +40,16 @@ def _log_once(reason: str) -> None:
     logger.warning("fast locate engine: %s not supported; using trackpy.locate (same answer, slower)", reason)
 
 
+def _resolve(raw_image, diameter, **kwargs) -> Plan | str:
+    """The call's :class:`.options.Plan`, or why it goes to trackpy."""
+    from .selfcheck import selfcheck_problem
+
+    resolved = plan(raw_image, diameter, **kwargs)
+    if isinstance(resolved, str):
+        return resolved
+    return selfcheck_problem() or resolved
+
+
 def fallback_reason(raw_image, diameter, **kwargs) -> str | None:
     """Why :func:`locate` would hand this call to ``trackpy.locate``; ``None`` if it takes it.
 
@@ -50,22 +60,20 @@ def fallback_reason(raw_image, diameter, **kwargs) -> str | None:
     >>> fallback_reason(np.zeros((32, 32)), 7, invert=True)
     'invert=True'
     """
-    from .selfcheck import selfcheck_problem
-
-    resolved = plan(raw_image, diameter, **kwargs)
-    if isinstance(resolved, str):
-        return resolved
-    return selfcheck_problem()
+    resolved = _resolve(raw_image, diameter, **kwargs)
+    return resolved if isinstance(resolved, str) else None
 
 
-def locate(raw_image, diameter, minmass=None, maxsize=None, separation=None, noise_size=1,
-           smoothing_size=None, threshold=None, invert=False, percentile=64, topn=None,
-           preprocess=True, max_iterations=10, filter_before=None, filter_after=None,
-           characterize=True, engine="auto") -> pd.DataFrame:
-    """``trackpy.locate(raw_image, diameter, ...)``, same signature, same DataFrame, faster.
+def locate(raw_image: np.ndarray, diameter: int | tuple[int, int], minmass: float | None = None,
+           maxsize: float | None = None, separation: float | tuple | None = None, noise_size: float | tuple = 1,
+           smoothing_size: int | tuple | None = None, threshold: float | None = None, invert: bool = False,
+           percentile: float = 64, topn: int | None = None, preprocess: bool = True, max_iterations: int = 10,
+           filter_before=None, filter_after=None, characterize: bool = True, engine: str = "auto") -> pd.DataFrame:
+    """``trackpy.locate(raw_image, diameter, ...)``: same signature, same DataFrame, faster.
 
     See ``trackpy.locate`` for the parameters. ``engine`` is trackpy's refinement engine
-    (``"auto"``/``"numba"``; ``"python"`` goes to trackpy).
+    (``"auto"``/``"numba"``; ``"python"`` goes to trackpy). Calls the fast engine does not
+    support are passed to ``trackpy.locate`` (see :func:`fallback_reason`).
 
     Examples
     --------
@@ -80,15 +88,15 @@ def locate(raw_image, diameter, minmass=None, maxsize=None, separation=None, noi
                    topn=topn, preprocess=preprocess, max_iterations=max_iterations,
                    filter_before=filter_before, filter_after=filter_after, characterize=characterize,
                    engine=engine)
-    reason = fallback_reason(raw_image, diameter, **options)
-    if reason is None:
+    resolved = _resolve(raw_image, diameter, **options)
+    if not isinstance(resolved, str):
         from .engine import NonFiniteImage, run
 
         try:
-            return run(plan(raw_image, diameter, **options))
+            return run(resolved)
         except NonFiniteImage:
-            reason = "images with NaN or infinite pixels"
-    _log_once(reason)
+            resolved = "images with NaN or infinite pixels"
+    _log_once(resolved)
     import trackpy
 
     return trackpy.locate(raw_image, diameter, **options)
