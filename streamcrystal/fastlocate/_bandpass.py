@@ -103,23 +103,32 @@ def _horizontal_gauss(padded, weights, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _vertical_box_update(raw, y, size, running):
-    """Advance scipy's running sum of ``uniform_filter1d(axis=0, mode="nearest")`` to row y
-    (the filter's value is ``running / size``)."""
+def _vertical_box(raw, y, size, truncate, running, out):
+    """Row ``y`` of ``uniform_filter1d(raw, size, axis=0, mode="nearest")`` into ``out``, cast
+    like scipy's output (``truncate``: an integer image; its values fit an int32).
+
+    ``running`` carries scipy's running sum from row to row (rows come in order).
+    """
     height, width = raw.shape
     half = size // 2
     if y == 0:
         for x in range(width):
             running[x] = 0.0
         for k in range(size):
-            r = _clamp(k - half, height)
+            source = raw[_clamp(k - half, height)]
             for x in range(width):
-                running[x] += np.float64(raw[r, x])
+                running[x] += np.float64(source[x])
     else:
-        entering = _clamp(y + size - 1 - half, height)
-        leaving = _clamp(y - 1 - half, height)
+        entering, leaving = raw[_clamp(y + size - 1 - half, height)], raw[_clamp(y - 1 - half, height)]
         for x in range(width):
-            running[x] += np.float64(raw[entering, x]) - np.float64(raw[leaving, x])
+            running[x] += np.float64(entering[x]) - np.float64(leaving[x])
+    divisor = np.float64(size)
+    if truncate:
+        for x in range(width):
+            out[x] = np.float64(np.int32(running[x] / divisor))
+    else:
+        for x in range(width):
+            out[x] = running[x] / divisor
 
 
 #: Rows filtered together: their running sums along the row are independent chains of
@@ -128,18 +137,19 @@ BLOCK = 4
 
 
 @numba.njit(cache=True, nogil=True)
-def _horizontal_box(rows, n_rows, size, truncate, extended, totals, out):
-    """``uniform_filter1d(rows[r], size, mode="nearest")`` for the first ``n_rows`` of a block,
-    cast like scipy's output (``truncate``); ``extended`` and ``totals`` are scratch."""
-    width = rows.shape[1]
+def _horizontal_box_totals(extended, n_rows, size, width, totals):
+    """scipy's running sums of ``uniform_filter1d(mode="nearest")`` along the rows of a block.
+
+    ``extended[r]`` holds row r with ``size // 2`` copies of its first value before it and
+    of its last value after it; ``totals[r, x] / size`` is the filter's value at x.
+    """
     half = size // 2
     for r in range(BLOCK):
-        source = rows[min(r, n_rows - 1)]  # a short block repeats its last row, unused
+        row = extended[min(r, n_rows - 1)]  # a short block repeats its last row, unused
         for k in range(half):
-            extended[r, k] = source[0]
-        extended[r, half:half + width] = source
+            row[k] = row[half]
         for k in range(half + width, width + size - 1):
-            extended[r, k] = source[width - 1]
+            row[k] = row[half + width - 1]
     e0, e1, e2, e3 = extended[0], extended[1], extended[2], extended[3]
     t0 = t1 = t2 = t3 = 0.0
     for k in range(size):
@@ -155,22 +165,17 @@ def _horizontal_box(rows, n_rows, size, truncate, extended, totals, out):
         t2 += e2[entering] - e2[leaving]
         t3 += e3[entering] - e3[leaving]
         totals[0, x], totals[1, x], totals[2, x], totals[3, x] = t0, t1, t2, t3
-    divisor = np.float64(size)
-    for r in range(n_rows):
-        if truncate:
-            for x in range(width):
-                out[r, x] = np.float64(np.int64(totals[r, x] / divisor))
-        else:
-            for x in range(width):
-                out[r, x] = totals[r, x] / divisor
 
 
 @numba.njit(cache=True, nogil=True)
-def _finish_row(low, box, threshold, target, row_max, nonfinite):
-    """``target = where(low - box >= threshold, low - box, 0)``, and the running max and
-    count of non-finite differences."""
+def _finish_row(low, totals, divisor, truncate, threshold, target, row_max, nonfinite):
+    """``target = where(low - box >= threshold, low - box, 0)`` with ``box = totals / divisor``
+    (cast like scipy's output); also the running max and count of non-finite differences."""
     for x in range(target.shape[0]):
-        value = low[x] - box[x]
+        box = totals[x] / divisor
+        if truncate:
+            box = np.float64(np.int32(box))
+        value = low[x] - box
         nonfinite[x] += 0 if value - value == 0.0 else 1
         value = value if value >= threshold else 0.0
         target[x] = value
@@ -178,7 +183,7 @@ def _finish_row(low, box, threshold, target, row_max, nonfinite):
 
 
 @numba.njit(cache=True, nogil=True)
-def _finish_row9(padded, weights, box, threshold, target, row_max, nonfinite):
+def _finish_row9(padded, weights, totals, divisor, truncate, threshold, target, row_max, nonfinite):
     """:func:`_horizontal_gauss` for 9 weights fused with :func:`_finish_row`."""
     w0, w1, w2, w3, centre = weights[0], weights[1], weights[2], weights[3], weights[4]
     width = target.shape[0]
@@ -191,7 +196,10 @@ def _finish_row9(padded, weights, box, threshold, target, row_max, nonfinite):
         low += (a1[x] + b1[x]) * w1
         low += (a2[x] + b2[x]) * w2
         low += (a3[x] + b3[x]) * w3
-        value = low - box[x]
+        box = totals[x] / divisor
+        if truncate:
+            box = np.float64(np.int32(box))
+        value = low - box
         nonfinite[x] += 0 if value - value == 0.0 else 1
         value = value if value >= threshold else 0.0
         target[x] = value
@@ -214,13 +222,11 @@ def bandpass_kernel(raw, weights0, weights1, box0, box1, truncate, threshold, ou
     padded = np.zeros((BLOCK, width + 2 * half1))  # vertical lowpass rows, zeros around
     low = np.empty(width)
     running = np.empty(width)
-    boxrows = np.empty((BLOCK, width))
-    boxed = np.empty((BLOCK, width))
-    extended = np.empty((BLOCK, width + max(box1, 1) - 1))
+    size1 = max(box1, 1)
+    extended = np.empty((BLOCK, width + size1 - 1))  # vertical boxcar rows, edges repeated
     totals = np.empty((BLOCK, width))
     row_max = np.full(width, -np.inf)
     nonfinite = np.zeros(width, dtype=np.int64)
-    divisor0 = np.float64(box0)
     for y0 in range(0, height, BLOCK):
         n_rows = min(BLOCK, height - y0)
         for r in range(n_rows):
@@ -231,33 +237,28 @@ def bandpass_kernel(raw, weights0, weights1, box0, box1, truncate, threshold, ou
             else:
                 for x in range(width):
                     vertical[x] = np.float64(raw[y, x])
-            # boxcar along axis 0, cast to the raw dtype as scipy writes it back
+            boxed = extended[r, size1 // 2:size1 // 2 + width]
             if box0 > 1:
-                _vertical_box_update(raw, y, box0, running)
-                if truncate:
-                    for x in range(width):
-                        boxrows[r, x] = np.float64(np.int64(running[x] / divisor0))
-                else:
-                    for x in range(width):
-                        boxrows[r, x] = running[x] / divisor0
+                _vertical_box(raw, y, box0, truncate, running, boxed)
             else:
                 for x in range(width):
-                    boxrows[r, x] = np.float64(raw[y, x])
-        # boxcar along axis 1
+                    boxed[x] = np.float64(raw[y, x])
         if box1 > 1:
-            _horizontal_box(boxrows, n_rows, box1, truncate, extended, totals, boxed)
+            _horizontal_box_totals(extended, n_rows, box1, width, totals)
+            divisor, cast = np.float64(box1), truncate
         else:
-            boxed[:] = boxrows
-        # lowpass along axis 1, minus the boxcar, thresholded
+            totals[:] = extended
+            divisor, cast = 1.0, False  # x / 1.0 is x
         for r in range(n_rows):
             target = out[y0 + r]
             if half1 == 4:
-                _finish_row9(padded[r], weights1, boxed[r], threshold, target, row_max, nonfinite)
+                _finish_row9(padded[r], weights1, totals[r], divisor, cast, threshold, target, row_max, nonfinite)
             elif weights1.shape[0] > 0:
                 _horizontal_gauss(padded[r], weights1, low)
-                _finish_row(low, boxed[r], threshold, target, row_max, nonfinite)
+                _finish_row(low, totals[r], divisor, cast, threshold, target, row_max, nonfinite)
             else:
-                _finish_row(padded[r, half1:half1 + width], boxed[r], threshold, target, row_max, nonfinite)
+                _finish_row(padded[r, half1:half1 + width], totals[r], divisor, cast, threshold, target,
+                            row_max, nonfinite)
     return row_max.max(), nonfinite.sum()
 
 
@@ -275,7 +276,7 @@ def to_int_kernel(image, scale, out, histogram):
         for x in range(width):
             value = source[x]
             value = value if value > 0.0 else 0.0
-            target[x] = np.int64(scale * value)
+            target[x] = np.int32(scale * value)  # values fit; int32 conversions vectorise
         x = 0
         while x + 4 <= width:
             partial[0, target[x]] += 1
