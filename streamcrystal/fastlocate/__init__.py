@@ -47,7 +47,7 @@ def _resolve(raw_image, diameter, **kwargs) -> Plan | str:
     resolved = plan(raw_image, diameter, **kwargs)
     if isinstance(resolved, str):
         return resolved
-    return selfcheck_problem() or resolved
+    return selfcheck_problem(resolved.image.dtype.name) or resolved
 
 
 def fallback_reason(raw_image, diameter, **kwargs) -> str | None:

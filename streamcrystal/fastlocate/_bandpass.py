@@ -1,4 +1,4 @@
-"""trackpy's ``bandpass`` + ``convert_to_int`` in one streaming pass, bit for bit.
+"""trackpy's ``bandpass`` (streamed row by row) and ``convert_to_int``, bit for bit.
 
 trackpy computes, on the whole image and one axis after the other,
 
@@ -20,7 +20,8 @@ scipy divided each step, and :mod:`.selfcheck` notices such a change). Only the 
 pixels* differs: rows stream through small buffers (the vertical filters are
 vectorised across a row) instead of whole-image passes, which is where the time goes.
 Every arithmetic result is therefore identical to scipy's, so the integer image that peaks
-are found on is identical too.
+are found on is identical too. (Numba compiles without ``fastmath``: no reassociation and
+no fused multiply-adds, which would round differently.)
 
 Numba compiles each kernel lazily, on first call (``cache=True`` keeps the machine code on
 disk for later processes).
