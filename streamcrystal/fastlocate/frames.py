@@ -17,23 +17,25 @@ __all__ = ["supports_frames", "average_subtract_clip", "process_frames"]
 
 
 @numba.njit(cache=True, nogil=True)
-def _average_subtract_clip(frames, background, subtract, out):
-    """Returns whether any pixel of the mean (before subtraction) is nonzero."""
+def _average_subtract_clip(frames, background, subtract, total, out):
+    """Returns whether any pixel of the mean (before subtraction) is nonzero; ``total`` is a
+    scratch row of int64 (it holds the frames' sum exactly)."""
     n_frames, height, width = frames.shape
-    total = np.empty(width, dtype=np.int64)
-    nonzero = np.zeros(width, dtype=np.int64)
+    nonzero = np.zeros(width, dtype=total.dtype)
     divisor = np.float64(n_frames)
     for y in range(height):
         total[:] = 0
         for f in range(n_frames):
+            source = frames[f, y]
             for x in range(width):
-                total[x] += np.int64(frames[f, y, x])
+                total[x] += source[x]
+        target = out[y]
         for x in range(width):
             nonzero[x] |= total[x]
             value = np.float64(total[x]) / divisor
             if subtract:
                 value = value - background[y, x]
-            out[y, x] = 0.0 if value < 0.0 else value
+            target[x] = 0.0 if value < 0.0 else value
     return nonzero.any()
 
 
@@ -73,10 +75,11 @@ def average_subtract_clip(frames: np.ndarray, background: np.ndarray | None) -> 
     """
     stack = np.ascontiguousarray(frames).reshape(-1, *frames.shape[-2:])
     out = np.empty(frames.shape[-2:], dtype=np.float64)
+    total = np.empty(out.shape[1], dtype=np.int64)
     if background is None:
-        nonzero = _average_subtract_clip(stack, out, False, out)  # ``out`` stands in, unread
+        nonzero = _average_subtract_clip(stack, out, False, total, out)  # ``out`` stands in, unread
     else:
-        nonzero = _average_subtract_clip(stack, np.ascontiguousarray(background), True, out)
+        nonzero = _average_subtract_clip(stack, np.ascontiguousarray(background), True, total, out)
     return out, bool(nonzero)
 
 
