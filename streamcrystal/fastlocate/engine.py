@@ -56,7 +56,18 @@ def _gaussian(sigma: float) -> np.ndarray:
 def bandpassed(p: Plan) -> tuple[np.ndarray, np.floating, np.ndarray]:
     """The integer image, ``scale_factor`` and histogram of trackpy's bandpass + convert_to_int.
 
-    Raises NonFiniteImage if the image has NaN or infinite pixels (the caller falls back).
+    The integer image is this thread's scratch (see :mod:`.workspace`). Raises
+    NonFiniteImage if the image has NaN or infinite pixels (the caller falls back).
+
+    Examples
+    --------
+    >>> from trackpy.preprocessing import bandpass, convert_to_int
+    >>> from streamcrystal.fastlocate.options import plan
+    >>> image = np.random.default_rng(0).random((40, 50))
+    >>> integer, scale, histogram = bandpassed(plan(image, 7))
+    >>> expected_scale, expected = convert_to_int(bandpass(image, 1, 7, 1 / 255), np.uint8)
+    >>> bool(np.array_equal(integer, expected) and scale == expected_scale)
+    True
     """
     image = workspace.scratch("bandpassed", p.image.shape, np.float64)
     truncate = p.image.dtype.kind in "iu"
@@ -115,7 +126,16 @@ def background_noise(p: Plan, integer: np.ndarray, n_nonzero: int) -> tuple[floa
 
 
 def run(p: Plan) -> pd.DataFrame:
-    """``trackpy.locate`` for a supported call (see :func:`.options.plan`)."""
+    """``trackpy.locate`` for a supported call (see :func:`.options.plan`).
+
+    Examples
+    --------
+    >>> import trackpy
+    >>> from streamcrystal.fastlocate.options import plan
+    >>> image = trackpy.artificial.draw_spots((48, 64), [(20, 30)], 3, noise_level=5)
+    >>> run(plan(image, 9, separation=12)).equals(trackpy.locate(image, 9, separation=12))
+    True
+    """
     from trackpy.find import where_close
     from trackpy.masks import N_binary_mask
     from trackpy.refine import refine_com

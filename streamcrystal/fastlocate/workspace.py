@@ -41,10 +41,24 @@ def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
 
 
 def release() -> None:
-    """Free the calling thread's scratch arrays."""
+    """Free the calling thread's scratch arrays.
+
+    Examples
+    --------
+    >>> _ = scratch("doc", (1000,), np.uint8)
+    >>> release(); held_bytes()
+    0
+    """
     _arrays().clear()
 
 
 def held_bytes() -> int:
-    """Bytes of scratch the calling thread holds."""
+    """Bytes of scratch the calling thread holds.
+
+    Examples
+    --------
+    >>> release(); _ = scratch("doc", (10, 10), np.float64); held_bytes()
+    800
+    >>> release()
+    """
     return sum(array.nbytes for array in _arrays().values())
