@@ -381,7 +381,13 @@ def background_node(n: dict[str, Stream], *, stream_name: str, dark_stream: str 
 
 
 def frame_nodes(n: dict[str, Stream]) -> None:
-    """tasks -> average -> subtract -> clip: the processed image."""
+    """tasks -> average -> subtract -> clip: the processed image.
+
+    The average step's one-pass kernel for integer frames is warmed up here.
+    """
+    from .fastlocate import warmup
+
+    warmup(dtypes=())
     n["average"] = n["background"].map(average_step, stream_name="average")
     n["subtract"] = n["average"].map(subtract_step, stream_name="subtract")
     n["clip"] = n["subtract"].map(clip_step, stream_name="clip")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -123,17 +124,19 @@ def warmup(dtypes=("float64",), frame_dtypes=("uint16",)) -> None:
     --------
     >>> warmup()
     """
-    import trackpy
-
     rng = np.random.default_rng(0)
-    spots = trackpy.artificial.draw_spots((48, 48), [(16, 16), (30, 33)], 5, noise_level=20, bitdepth=16)
     for name in dtypes:
         if f"image {name}" in _warmed:
             continue
+        import trackpy
+
+        spots = trackpy.artificial.draw_spots((48, 48), [(16, 16), (30, 33)], 5, noise_level=20, bitdepth=16)
         image = np.clip(spots, 0, np.iinfo(name).max) if np.dtype(name).kind == "u" else spots
-        locate(image.astype(name), 7, separation=12)
         dense = (rng.random((48, 48)) < 0.5) * (np.iinfo(name).max if np.dtype(name).kind == "u" else 1.0)
-        locate(dense.astype(name), 7, separation=12, percentile=0)  # the kernels' other strategies
+        with warnings.catch_warnings():  # trackpy's remarks on these test images
+            warnings.simplefilter("ignore")
+            locate(image.astype(name), 7, separation=12)
+            locate(dense.astype(name), 7, separation=12, percentile=0)  # the kernels' other strategies
         _warmed.add(f"image {name}")
     for name in frame_dtypes:
         if f"frames {name}" in _warmed:
