@@ -71,11 +71,16 @@ def _plain(value):
 def derived_run_metadata(raw_start: Mapping) -> dict:
     """Keys a derived run copies from its raw run, so bluesky's live views can show it.
 
-    ``BestEffortCallback`` formats ``plan_type`` and ``scan_id`` of every start it sees.
+    ``BestEffortCallback`` formats ``plan_type`` and ``scan_id`` of every start it sees;
+    ``raw_grid`` holds the raw start's ``shape``, ``extents``, ``snaking`` and ``motors``.
     """
     metadata = {"plan_type": "streamcrystal", "scan_id": raw_start.get("scan_id", 0)}
     if "sample" in raw_start:
         metadata["sample"] = raw_start["sample"]
+    # the raw scan's grid, so that maps and live views need not find the raw run
+    grid = {key: raw_start[key] for key in ("shape", "extents", "snaking", "motors") if key in raw_start}
+    if grid:
+        metadata["raw_grid"] = grid
     return metadata
 
 

@@ -132,7 +132,7 @@ class PeakTracker(_GraphCallback):
         More keywords of ``trackpy.locate`` (``percentile``, ``separation``, ...).
     """
 
-    def __init__(self, data_key: str, diameter: int, *, engine: str = "trackpy", stream_name: str = "primary",
+    def __init__(self, data_key: str, diameter: int, *, engine: str = "fast", stream_name: str = "primary",
                  **locate_kwargs) -> None:
         unknown = set(locate_kwargs) - LOCATE_KEYWORDS
         if unknown:

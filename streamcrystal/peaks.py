@@ -1,7 +1,9 @@
-"""Locate Bragg peaks on one processed image with ``trackpy.locate``.
+"""Locate Bragg peaks on one processed image: ``trackpy.locate``'s answer, found fast.
 
 The only place where trackpy's (x, y) naming enters; everything else in the package is
-(row, col). The fast exact engine of a later release plugs in behind :func:`locate`.
+(row, col). The default engine is :mod:`streamcrystal.fastlocate`, which returns exactly
+``trackpy.locate``'s DataFrame (and hands the calls it does not support to trackpy);
+``engine="trackpy"`` runs trackpy itself.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ __all__ = ["FEATURE_COLUMNS", "locate", "empty_features", "noise_minmass"]
 #: The columns of a located feature, in trackpy's order (``ep`` last).
 FEATURE_COLUMNS: tuple[str, ...] = ("y", "x", "mass", "size", "ecc", "signal", "raw_mass", "ep")
 
-#: "trackpy" is trackpy's own locate; trackpy's engine names select its inner engine.
-_ENGINES = ("trackpy", "auto", "python", "numba")
+#: "fast" is :mod:`streamcrystal.fastlocate`; "trackpy" is trackpy's own locate; trackpy's
+#: engine names select trackpy's locate with that refinement engine.
+_ENGINES = ("fast", "trackpy", "auto", "python", "numba")
 
 
 def empty_features() -> pd.DataFrame:
@@ -30,7 +33,7 @@ def empty_features() -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype=np.float64) for column in FEATURE_COLUMNS})
 
 
-def locate(image: np.ndarray, diameter: int, *, engine: str = "trackpy", **kwargs) -> pd.DataFrame:
+def locate(image: np.ndarray, diameter: int, *, engine: str = "fast", **kwargs) -> pd.DataFrame:
     """Find the Bragg peaks of one 2-D image; ``trackpy.locate(image, diameter, **kwargs)``.
 
     Parameters
@@ -39,9 +42,10 @@ def locate(image: np.ndarray, diameter: int, *, engine: str = "trackpy", **kwarg
         The processed (averaged, background-subtracted, clipped) image.
     diameter : int
         Odd feature diameter in pixels, as in trackpy.
-    engine : {"trackpy", "auto", "python", "numba"}
-        The peak finder: ``"trackpy"`` is ``trackpy.locate`` as it is; trackpy's own engine
-        names are passed on to it.
+    engine : {"fast", "trackpy", "auto", "python", "numba"}
+        The peak finder: ``"fast"`` is :func:`streamcrystal.fastlocate.locate` (the same
+        features as trackpy, 10x faster or more on detector images); ``"trackpy"`` is
+        ``trackpy.locate`` as it is; trackpy's own engine names are passed on to it.
     **kwargs
         Any other keyword of ``trackpy.locate`` (``percentile``, ``separation``, ``minmass``,...).
 
@@ -61,15 +65,19 @@ def locate(image: np.ndarray, diameter: int, *, engine: str = "trackpy", **kwarg
     """
     if engine not in _ENGINES:
         raise ValueError(f"engine {engine!r} is not one of the valid engines {_ENGINES!r}")
-    import trackpy  # imported here: trackpy pulls in numba and pandas plotting at import
+    # imported here: trackpy and numba take a while to import
+    if engine == "fast":
+        from .fastlocate import locate as find
+    else:
+        from trackpy import locate as find
 
-    if engine != "trackpy":
-        kwargs["engine"] = engine
+        if engine != "trackpy":
+            kwargs["engine"] = engine
     with warnings.catch_warnings():
         # A frame with no peak is normal here (and visible in the ``frames`` stream).
         warnings.filterwarnings("ignore", message="No maxima survived", category=UserWarning)
         warnings.filterwarnings("ignore", message="All local maxima were in the margins", category=UserWarning)
-        features = trackpy.locate(image, diameter, **kwargs)
+        features = find(image, diameter, **kwargs)
     if len(features) == 0:
         return empty_features()
     if "ep" not in features.columns:

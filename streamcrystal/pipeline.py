@@ -213,7 +213,7 @@ def peak_tracking(
     min_frames: int = 1,
     stream_name: str = "primary",
     dark_stream: str | None = "dark",
-    engine: str = "trackpy",
+    engine: str = "fast",
     locate_kwargs: Mapping[str, Any] | None = None,
     link_kwargs: Mapping[str, Any] | None = None,
     handler_registry: Mapping | None = None,
@@ -251,7 +251,9 @@ def peak_tracking(
     dark_stream : str or None
         The stream whose mean is the background when no ``subtrahend`` is given.
     engine : str
-        The peak finder of :func:`streamcrystal.peaks.locate`.
+        The peak finder of :func:`streamcrystal.peaks.locate`: ``"fast"`` (default; exactly
+        trackpy's features, its numba kernels compiled or loaded from numba's cache here, at
+        construction, not on the first event) or ``"trackpy"``.
     locate_kwargs, link_kwargs : dict, optional
         More keywords of ``trackpy.locate`` / ``trackpy.link``. Linking follows scan
         order, so a grain spanning several rows of the grid reappears after a gap of up to
@@ -385,14 +387,27 @@ def background_node(n: dict[str, Stream], *, stream_name: str, dark_stream: str 
 
 
 def frame_nodes(n: dict[str, Stream]) -> None:
-    """tasks -> average -> subtract -> clip: the processed image."""
+    """tasks -> average -> subtract -> clip: the processed image.
+
+    The average step's one-pass kernel for integer frames is warmed up here.
+    """
+    from .fastlocate import warmup
+
+    warmup(dtypes=())
     n["average"] = n["background"].map(average_step, stream_name="average")
     n["subtract"] = n["average"].map(subtract_step, stream_name="subtract")
     n["clip"] = n["subtract"].map(clip_step, stream_name="clip")
 
 
 def locate_node(n: dict[str, Stream], *, diameter: int, engine: str, locate_kwargs: Mapping) -> None:
-    """clip -> locate: the features of each frame (a FrameResult; the image is let go)."""
+    """clip -> locate: the features of each frame (a FrameResult; the image is let go).
+
+    The fast engine is warmed up here, so the first event does not wait for numba.
+    """
+    if engine == "fast":
+        from .fastlocate import warmup
+
+        warmup()
     n["locate"] = n["clip"].map(locate_step, diameter=diameter, engine=engine, **locate_kwargs, stream_name="locate")
 
 

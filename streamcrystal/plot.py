@@ -266,7 +266,7 @@ def plot_peaks(image, features: pd.DataFrame, *, ax: Axes | None = None, radius:
     ax.imshow(image, cmap="gray", interpolation="nearest")
     for y, x in zip(features["y"].astype(float).tolist(), features["x"].astype(float).tolist()):
         ax.add_patch(Circle((x, y), radius, fill=False, edgecolor="tab:red", linewidth=1.2))
-    ax.set_title(f"{len(features)} peaks")
+    ax.set_title(f"{len(features)} peak{'' if len(features) == 1 else 's'}")
     ax.set_xlabel("x (column, px)")
     ax.set_ylabel("y (row, px)")
     return ax.figure

@@ -36,7 +36,8 @@ class FrameTask:
 
     ``frames`` holds the raw frames (or, for external data, ``None`` until filled); ``image``
     the processed image once averaged. Once ``problem`` is set, later steps pass the task on
-    untouched and it ends as a skipped frame.
+    untouched and it ends as a skipped frame. ``clipped`` says the image is already
+    background-subtracted and clipped (the average step did all three in one pass).
     """
 
     run_uid: str
@@ -47,6 +48,7 @@ class FrameTask:
     image: np.ndarray | None = None
     problem: str | None = None
     time: float = 0.0
+    clipped: bool = False
 
 
 @dataclass(frozen=True)

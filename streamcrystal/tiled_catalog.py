@@ -81,7 +81,7 @@ class EmbeddedTiled:
                         serialization_registry=_serialization_registry())
         config = uvicorn.Config(app, host="127.0.0.1", port=0, loop="asyncio", log_level="warning",
                                 lifespan="on")
-        self._server = _ThreadedUvicorn(config)
+        self._server = _threaded_uvicorn(config)
         self._thread = threading.Thread(target=self._server.run, name="streamcrystal-tiled", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + _STARTUP_SECONDS
@@ -138,17 +138,16 @@ def _init_once(database: Path) -> None:
             logger.info("created the catalog %s", database)
 
 
-class _ThreadedUvicorn:
-    """uvicorn's Server without signal handlers (it runs off the main thread)."""
+def _threaded_uvicorn(config):
+    """uvicorn's Server without signal handlers: it runs off the main thread, whose handlers
+    (a server's SIGTERM, a notebook's interrupt) stay the application's."""
+    import uvicorn
 
-    def __new__(cls, config):
-        import uvicorn
+    class ThreadedServer(uvicorn.Server):
+        def install_signal_handlers(self) -> None:
+            pass
 
-        class Server(uvicorn.Server):
-            def install_signal_handlers(self) -> None:  # the main thread keeps its handlers
-                pass
-
-        return Server(config)
+    return ThreadedServer(config)
 
 
 _EMBEDDED: dict[Path, EmbeddedTiled] = {}

@@ -159,10 +159,7 @@ def load_results(db, raw_uid: str, stage: str = "peak_tracking"):
                        f"'streamcrystal replay {raw_uid}'")
     run = runs[-1]
     tables = {stream: _table(run, stream) for stream in ("features", "frames", "tracks", "maps")}
-    try:  # the grid's shape, motors and extents are in the raw run's start, usually in the same catalog
-        raw_start = dict(db.v3[raw_uid].start)
-    except KeyError:
-        raw_start = {}
+    raw_start = dict(run.start.get("raw_grid") or {})  # the raw scan's grid, copied into the analysis start
     if len(tables["maps"]):
         maps = np.asarray(run["maps"]["map"].read(), dtype=np.float64)
     else:

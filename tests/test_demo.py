@@ -115,10 +115,11 @@ def test_a_bad_grid_is_refused_with_the_expected_form():
     assert "ROWSxCOLS" in done.stderr
 
 
+@pytest.mark.slow
 def test_demo_command_maps_every_grain_and_writes_its_files(tmp_path):
     output = tmp_path / "out"
     done = run_cli("demo", "--output", str(output), "--grid", "8x6", "--detector", "512x512", "--frames", "3",
-                   "--grains", "2", "--seed", "4", "--no-progress")
+                   "--grains", "2", "--seed", "4", "--no-progress", "--catalog", str(tmp_path / "catalog"))
     assert done.returncode == 0, done.stderr
     ious = [float(v) for v in re.search(r"IoU\) per grain: (.*)", done.stdout).group(1).split(", ")]
     assert len(ious) == 2 and min(ious) >= 0.8, done.stdout
@@ -133,3 +134,38 @@ def test_demo_command_maps_every_grain_and_writes_its_files(tmp_path):
 
     frames = pd.read_csv(output / "frames.csv")
     assert sorted(frames["frame"]) == list(range(1, 8 * 6 + 1))
+    # the raw scan and its analysis are in the catalog, and the printed commands name them
+    raw_uid = re.search(r"raw run (\S+), analysis run (\S+),", done.stdout).group(1)
+    assert f"streamcrystal replay {raw_uid} --catalog {tmp_path / 'catalog'}" in done.stdout
+    import streamcrystal as sc
+
+    stored = sc.load_results(sc.catalog(tmp_path / "catalog"), raw_uid)
+    tracks = pd.read_csv(output / "tracks.csv")
+    np.testing.assert_allclose(stored.tracks[["y", "x", "mass"]].to_numpy(), tracks[["y", "x", "mass"]].to_numpy())
+    assert stored.maps.sizes["particle"] == len(pd.read_csv(output / "particles.csv"))
+
+
+def test_live_map_sums_the_peak_intensity_of_each_grid_point(live_scan):
+    # replay the stored features through a LiveMap and compare with placing them by hand
+    import pandas as pd
+
+    from streamcrystal.plot import reshape
+    from streamcrystal.progress import LiveMap
+
+    truth, results, _ = live_scan
+    live = LiveMap(every=4)
+    start = {"uid": "analysis", "raw_grid": {"shape": list(truth.grid_shape), "snaking": list(truth.snaking),
+                                             "extents": [list(e) for e in truth.extents]}}
+    live("start", start)
+    live("descriptor", {"uid": "f", "name": "features"})
+    live("descriptor", {"uid": "fr", "name": "frames"})
+    for row in results.features.itertuples():
+        live("event", {"descriptor": "f", "data": {"frame": row.frame, "mass": row.mass}})
+    for frame in results.frames["frame"]:
+        live("event", {"descriptor": "fr", "data": {"frame": frame}})
+    live("stop", {})
+    per_frame = results.features.groupby("frame")["mass"].sum()
+    expected = reshape(pd.DataFrame({"seq_num": per_frame.index, "mass": per_frame.values}), "mass",
+                       start={"shape": truth.grid_shape, "snaking": truth.snaking, "extents": truth.extents})
+    np.testing.assert_allclose(live.grid, np.nan_to_num(expected.values))
+    assert live.figure is not None and "frames" in live.figure.axes[0].get_title()

@@ -166,14 +166,19 @@ def test_runs_back_to_back_keep_their_own_state(scan):
     assert second_results.features["frame"].tolist() == expected_second["frame"].tolist()
 
 
-def test_construction_runs_no_per_frame_work(monkeypatch, scan):
+@pytest.mark.parametrize("engine", ["fast", "trackpy"])
+def test_construction_runs_no_per_frame_work(monkeypatch, scan, engine):
     import trackpy
 
+    import streamcrystal.fastlocate
+
+    module = streamcrystal.fastlocate if engine == "fast" else trackpy
+    streamcrystal.fastlocate.warmup()  # construction warms the fast engine up: not per-frame work
     calls = []
-    real_locate = trackpy.locate
-    monkeypatch.setattr(trackpy, "locate", lambda *a, **k: calls.append(1) or real_locate(*a, **k))
+    real_locate = module.locate
+    monkeypatch.setattr(module, "locate", lambda *a, **k: calls.append(1) or real_locate(*a, **k))
     frames, background = scan
-    pipe = streamcrystal.peak_tracking(DATA_KEY, **LOCATE, search_range=5, subtrahend=background)
+    pipe = streamcrystal.peak_tracking(DATA_KEY, **LOCATE, search_range=5, subtrahend=background, engine=engine)
     assert calls == []
     for name, doc in compose_raw_run(frames[:3], grid=(1, 3)):
         pipe(name, doc)

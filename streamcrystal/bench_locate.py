@@ -1,0 +1,207 @@
+"""Benchmark: the fast peak finder against ``trackpy.locate`` on the same images.
+
+Run ``python -m streamcrystal.bench_locate`` (``--help`` for options). In one run, on
+simulated detector images (:class:`streamcrystal.sim_sample.CrystalRod`: Bragg peaks of
+the grains at a grid point, powder rings, air scattering, dark current, Poisson noise; 5
+uint16 frames, the noiseless dark image as background) it measures
+
+- ``trackpy.locate`` against :func:`streamcrystal.fastlocate.locate` (``diameter=15,
+  percentile=80, separation=100``) on the processed image at 2048 x 2048 and 3072 x 3888:
+  median milliseconds per image over the repeats (the two interleaved), their ratio, and
+  whether the two DataFrames are identical;
+- the whole per-event path at 3072 x 3888, 5 frames -> average + subtract + clip + locate:
+  numpy and ``trackpy.locate`` (what a user writes by hand) against the fused one-pass
+  average/subtract/clip and the fast engine;
+- the peak resident memory of one event of each path, each in a fresh process.
+
+``--quick`` runs the same at small sizes with few repeats (a smoke test, no figures).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+LOCATE = {"diameter": 15, "percentile": 80, "separation": 100}
+FULL_SHAPES = ((2048, 2048), (3072, 3888))
+QUICK_SHAPES = ((256, 256), (384, 486))
+
+
+def simulated_event(shape: tuple[int, int], *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """5 noisy uint16 frames of a crystal rod at the grid point most grains light up, and
+    the dark image (float64) that is subtracted from them."""
+    from .sim_sample import CrystalRod
+
+    small = min(shape) < 1024  # fewer, closer peaks fit a small detector
+    rod = CrystalRod((8, 6), shape, frames_per_point=5, n_grains=2 if small else 6,
+                     peaks_per_grain=2 if small else 3, min_peak_distance=60 if small else 110, seed=seed)
+    lit = sum(grain.footprint.astype(int) for grain in rod.truth.grains)
+    row, col = np.unravel_index(np.argmax(lit), lit.shape)
+    return rod.frames(row, col, np.random.default_rng(seed)), rod.dark_image()
+
+
+def bare_event(frames: np.ndarray, background: np.ndarray):
+    """What a user writes by hand: numpy average, subtract, clip; ``trackpy.locate``."""
+    import trackpy
+
+    image = np.clip(frames.mean(axis=0, dtype=np.float64) - background, 0, None)
+    return trackpy.locate(image, **LOCATE)
+
+
+def fast_event(frames: np.ndarray, background: np.ndarray):
+    """The fused average/subtract/clip and the fast engine."""
+    from .fastlocate import locate
+    from .fastlocate.frames import average_subtract_clip
+
+    image, _ = average_subtract_clip(frames, background)
+    return locate(image, **LOCATE)
+
+
+def _interleaved(first, second, repeats: int) -> tuple[list[float], list[float], object, object]:
+    """Run ``first()`` and ``second()`` alternately; their times (ms) and last results."""
+    times_first, times_second = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result_first = first()
+        times_first.append(1e3 * (time.perf_counter() - start))
+        start = time.perf_counter()
+        result_second = second()
+        times_second.append(1e3 * (time.perf_counter() - start))
+    return times_first, times_second, result_first, result_second
+
+
+def _identical(a, b) -> bool:
+    import pandas as pd
+
+    try:
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    except AssertionError:
+        return False
+    return True
+
+
+def compare_locate(image: np.ndarray, repeats: int) -> dict:
+    """Median ms per image of ``trackpy.locate`` and of the fast engine, on ``image``."""
+    import trackpy
+
+    from .fastlocate import locate
+
+    slow, fast, expected, found = _interleaved(lambda: trackpy.locate(image, **LOCATE),
+                                               lambda: locate(image, **LOCATE), repeats)
+    slow_ms, fast_ms = statistics.median(slow), statistics.median(fast)
+    return {"trackpy_ms": slow_ms, "fast_ms": fast_ms, "ratio": slow_ms / fast_ms,
+            "features": len(found), "identical": _identical(expected, found)}
+
+
+def compare_event(frames: np.ndarray, background: np.ndarray, repeats: int) -> dict:
+    """Median ms per event of :func:`bare_event` and :func:`fast_event`."""
+    slow, fast, expected, found = _interleaved(lambda: bare_event(frames, background),
+                                               lambda: fast_event(frames, background), repeats)
+    slow_ms, fast_ms = statistics.median(slow), statistics.median(fast)
+    return {"bare_ms": slow_ms, "fast_ms": fast_ms, "ratio": slow_ms / fast_ms,
+            "identical": _identical(expected, found)}
+
+
+def _quietly(run, *args):
+    """``run(*args)`` without its warnings (a crop of the event may have no peak)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run(*args)
+
+
+def _status_mb(field: str) -> float:
+    """A memory field of ``/proc/self/status`` in MB (``VmRSS``: now, ``VmHWM``: the peak).
+
+    Not ``getrusage``: Linux carries ``ru_maxrss`` over from the parent that forked us.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _memory_child(path: str, directory: str) -> None:
+    """In a fresh process: load the event, warm the path up on a small image, run it once."""
+    import trackpy
+
+    trackpy.quiet()
+    frames, background = np.load(Path(directory) / "frames.npy"), np.load(Path(directory) / "background.npy")
+    run = fast_event if path == "fast" else bare_event
+    _quietly(run, frames[:, :64, :64], background[:64, :64])  # compiles numba code, allocates little
+    before = _status_mb("VmRSS")
+    run(frames, background)
+    print(json.dumps({"peak_mb": _status_mb("VmHWM"), "before_mb": before}))
+
+
+def peak_memory(frames: np.ndarray, background: np.ndarray) -> dict:
+    """Peak RSS (MB) of one event of each path, each in a fresh process, and above the
+    RSS it had with the event loaded."""
+    result = {}
+    with tempfile.TemporaryDirectory() as directory:
+        np.save(Path(directory) / "frames.npy", frames)
+        np.save(Path(directory) / "background.npy", background)
+        for path in ("bare", "fast"):
+            code = f"from streamcrystal.bench_locate import _memory_child; _memory_child({path!r}, {directory!r})"
+            output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+            result[path] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+def _shape(shape: tuple[int, int]) -> str:
+    return f"{shape[0]} x {shape[1]}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streamcrystal.bench_locate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each; medians are reported (default 5)")
+    parser.add_argument("--quick", action="store_true", help="small images, 2 repeats (a smoke run, no figures)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    args = parser.parse_args(argv)
+    import trackpy
+
+    from .fastlocate import warmup
+
+    trackpy.quiet()
+    shapes, repeats = (QUICK_SHAPES, 2) if args.quick else (FULL_SHAPES, args.repeats)
+    warmup()
+    print(f"locate({', '.join(f'{k}={v}' for k, v in LOCATE.items())}) on simulated detector images, "
+          f"median of {repeats} repeats")
+    print(f"{'image':>13} {'trackpy ms':>11} {'fast ms':>9} {'ratio':>7} {'features':>9} {'identical':>10}")
+    events, ratios = {}, []
+    for shape in shapes:
+        frames, background = events[shape] = simulated_event(shape)
+        image = np.clip(frames.mean(axis=0, dtype=np.float64) - background, 0, None)
+        _quietly(bare_event, frames[:, :64, :64], background[:64, :64])  # trackpy's refinement compiles
+        r = compare_locate(image, repeats)
+        ratios.append(f"ratio locate {_shape(shape)}: {r['ratio']:.1f}x")
+        print(f"{_shape(shape):>13} {r['trackpy_ms']:>11.1f} {r['fast_ms']:>9.1f} {r['ratio']:>6.1f}x "
+              f"{r['features']:>9d} {'yes' if r['identical'] else 'NO':>10}")
+    shape = shapes[-1]
+    frames, background = events[shape]
+    e = compare_event(frames, background, repeats)
+    ratios.append(f"ratio per-event {_shape(shape)}: {e['ratio']:.1f}x")
+    print(f"per event, {frames.shape[0]} {frames.dtype} frames {_shape(shape)} -> average + subtract + clip + locate "
+          f"(identical features: {'yes' if e['identical'] else 'NO'})")
+    print(f"{'bare (numpy + trackpy.locate)':>36} {e['bare_ms']:>9.1f} ms")
+    print(f"{'fast (fused frames + fastlocate)':>36} {e['fast_ms']:>9.1f} ms")
+    if not args.no_memory:
+        m = peak_memory(frames, background)
+        print(f"peak RSS of one event in a fresh process ({_shape(shape)}): "
+              f"bare {m['bare']['peak_mb']:.0f} MB ({m['bare']['peak_mb'] - m['bare']['before_mb']:+.0f} MB over the "
+              f"loaded event), fast {m['fast']['peak_mb']:.0f} MB ({m['fast']['peak_mb'] - m['fast']['before_mb']:+.0f} MB)")
+    for line in ratios:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
