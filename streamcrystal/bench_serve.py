@@ -3,11 +3,17 @@ same pipeline in-process, on the same frames.
 
 Run ``python -m streamcrystal.bench_serve`` (``--help``; ``--quick`` for a smoke run). The
 proxy and the server are real ``streamcrystal proxy`` / ``streamcrystal serve`` processes;
-this process publishes inline events (``streamcrystal.bench.synthetic_events``, 5 frames
-each) with bluesky's ``Publisher`` and msgpack, and the server writes its analysis runs as
-JSON lines (or, with ``--catalog``, into a catalog). The documents are serialized before the
-clock starts (a RunEngine-side cost, printed on its own line: at a beamline the RunEngine does
-not share the server's cores). Two figures per path, medians of repeats:
+this process publishes with bluesky's ``Publisher`` and msgpack, and the server writes its
+analysis runs as JSON lines (``--catalog``: into a catalog). The frames
+(``streamcrystal.bench.synthetic_events``, 5 per event) travel two ways:
+
+- ``inline``: in the event documents, through 0MQ (40 MB an event at 2048 x 2048);
+- ``external``: in an HDF5 file, as an area detector writes them; the documents carry
+  StreamResource/StreamDatum references and the pipeline, served or not, reads the file.
+
+Documents are serialized before the clock starts (a RunEngine-side cost, printed apart: at a
+beamline the RunEngine does not share the server's cores). Two figures per path, medians of
+repeats interleaved with the in-process ones:
 
 - **events/s**: a burst of events published at once; from the first event published (fed,
   in-process) to the last event's ``frames`` document written;
@@ -16,6 +22,9 @@ not share the server's cores). Two figures per path, medians of repeats:
   document, which the pipeline emits after that event's ``features`` (both clocks are this
   machine's ``time.time()``; the ``frames`` event is stamped as it is composed and written
   at once).
+
+Every process, this one included, keeps freed large blocks for reuse
+(:func:`streamcrystal.serve.reuse_freed_memory`).
 """
 from __future__ import annotations
 
@@ -29,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import raw_documents, synthetic_events
+from .bench import DATA_KEY, raw_documents, synthetic_events
 from .wire import dumps
 
 PIPELINE = "peak_tracking"
@@ -50,6 +59,45 @@ def _wait(predicate, timeout: float, what: str):
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.02)
     return value
+
+
+def external_documents(events, n_events: int, directory: Path):
+    """The same run with its frames in an HDF5 file, as an area detector writes them: the
+    documents carry StreamResource/StreamDatum references and the server reads the file."""
+    import event_model
+    import h5py
+
+    run = event_model.compose_run(metadata={"shape": [1, n_events], "extents": [[0, 0], [0, 1]],
+                                            "snaking": [False, False]})
+    path = directory / f"{run.start_doc['uid']}.h5"
+    with h5py.File(path, "w") as file:
+        dataset = file.create_dataset("/entry/data/data", shape=(n_events, *events[0].shape), dtype=events[0].dtype)
+        for i in range(n_events):
+            dataset[i] = events[i % len(events)]
+    shape = list(events[0].shape)
+    descriptor = run.compose_descriptor(name="primary", data_keys={
+        DATA_KEY: {"dtype": "array", "shape": shape, "source": "bench", "external": "STREAM:"},
+        "total": {"dtype": "number", "shape": [], "source": "bench"}})
+    resource = run.compose_stream_resource(mimetype="application/x-hdf5", uri=f"file://localhost{path}",
+                                           data_key=DATA_KEY, parameters={"dataset": "/entry/data/data", "chunk_shape": shape})
+    yield "start", run.start_doc
+    yield "descriptor", descriptor.descriptor_doc
+    yield "stream_resource", resource.stream_resource_doc
+    for i in range(n_events):
+        yield "stream_datum", resource.compose_stream_datum(indices={"start": i, "stop": i + 1},
+                                                            seq_nums={"start": i + 1, "stop": i + 2},
+                                                            descriptor=descriptor.descriptor_doc)
+        yield "event", descriptor.compose_event(data={"total": float(i)}, timestamps={"total": time.time()}, validate=False)
+    yield "stop", run.compose_stop()
+
+
+def _event_of(name: str, doc) -> int | None:
+    """The seq_num a document brings frames for: an inline event, or a StreamDatum."""
+    if name == "event" and DATA_KEY in doc.get("data", {}):
+        return doc["seq_num"]
+    if name == "stream_datum":
+        return doc["seq_nums"]["start"]
+    return None
 
 
 def _as_is(payload: bytes) -> bytes:
@@ -73,37 +121,41 @@ class InProcess:
         self.out: list = []
         self.pipe.subscribe(lambda name, doc: self.out.append((name, doc)))
 
-    def run(self, events, n_events: int) -> tuple[float, list[float]]:
+    def run(self, documents) -> tuple[float, list[float]]:
         """events/s and per-event latencies (s) of one run fed at once."""
         self.out.clear()
         fed: dict[int, float] = {}
-        for name, doc in raw_documents(events, n_events):
-            if name == "event":
-                fed[doc["seq_num"]] = time.time()
+        for name, doc in documents:
+            if (seq_num := _event_of(name, doc)) is not None:
+                fed[seq_num] = time.time()
             self.pipe(name, doc)
         written = _frames_times(self.out)
-        rate = n_events / (max(written.values()) - min(fed.values()))
+        rate = len(fed) / (max(written.values()) - min(fed.values()))
         return rate, [written[seq] - fed[seq] for seq in fed]
 
 
 class ServedChain:
     """``streamcrystal proxy`` and ``streamcrystal serve`` subprocesses, a Publisher into them."""
 
-    def __init__(self, directory: Path, background: np.ndarray, *, catalog: Path | None = None) -> None:
+    def __init__(self, directory: Path, background: np.ndarray, *, catalog: Path | None = None,
+                 transport: str = "tcp") -> None:
         from bluesky.callbacks.zmq import Publisher
 
         self.directory = directory
         np.save(directory / "background.npy", background)
         self.results = directory / "results"
         self.catalog = catalog
-        in_port, out_port = _free_port(), _free_port()
+        if transport == "ipc":
+            inbound, outbound = f"ipc://{directory}/in", f"ipc://{directory}/out"
+        else:
+            inbound, outbound = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
         self.processes = []
-        self._start(["proxy", in_port, out_port], "proxy")
+        self._start(["proxy", inbound, outbound], "proxy")
         destination = ["--catalog", catalog] if catalog is not None else ["--jsonl", self.results]
-        self.server = self._start(["serve", PIPELINE, "--address", f"localhost:{out_port}", "--subtrahend",
+        self.server = self._start(["serve", PIPELINE, "--address", outbound, "--subtrahend",
                                    directory / "background.npy", "--spool-dir", directory / "spool", *destination], "serve")
         # documents are serialized ahead (``serialized``); the Publisher sends those bytes as they are
-        self.publisher = Publisher(f"localhost:{in_port}", prefix=b"raw", serializer=_as_is)
+        self.publisher = Publisher(inbound, prefix=b"raw", serializer=_as_is)
         self.db = None
         self.serialize_seconds: list[float] = []
         if catalog is not None:
@@ -126,13 +178,13 @@ class ServedChain:
         time.sleep(0.1)
         return "a message named 'ping'" in (self.directory / "serve.err").read_text()
 
-    def run(self, events, n_events: int, *, period: float = 0.0) -> tuple[float, list[float]]:
+    def run(self, documents, *, period: float = 0.0) -> tuple[float, list[float]]:
         """Publish a run (events ``period`` s apart, 0: a burst); events/s and latencies."""
         published: dict[int, float] = {}
-        documents = list(raw_documents(events, n_events))
         raw_uid = documents[0][1]["uid"]
         t0 = time.perf_counter()
-        serialized = [(name, doc.get("seq_num") if name == "event" else None, dumps(doc)) for name, doc in documents]
+        serialized = [(name, _event_of(name, doc), dumps(doc)) for name, doc in documents]
+        n_events = sum(seq_num is not None for _, seq_num, _ in serialized)
         self.serialize_seconds.append((time.perf_counter() - t0) / n_events)
         for name, seq_num, payload in serialized:
             if seq_num is not None:
@@ -143,7 +195,7 @@ class ServedChain:
         _wait(lambda: f"run {raw_uid}:" in (self.directory / "serve.out").read_text(), 60 + 30 * n_events,
               f"the server's status line of run {raw_uid}")
         written = _frames_times(self._analysis(raw_uid))
-        rate = n_events / (max(written.values()) - min(published.values()))
+        rate = len(published) / (max(written.values()) - min(published.values()))
         return rate, [written[seq] - published[seq] for seq in published]
 
     def _analysis(self, raw_uid: str):
@@ -171,36 +223,49 @@ class ServedChain:
                 process.kill()
 
 
-def compare(shape, *, n_events: int, repeats: int, catalog: Path | None = None) -> dict:
-    """Median events/s and latency of the in-process and the served pipeline."""
+def compare(shape, *, n_events: int, repeats: int, frames=("inline", "external"), catalog: Path | None = None,
+            transport: str = "tcp") -> list[dict]:
+    """Median events/s and latency of the in-process and the served pipeline, per way of
+    carrying the frames: ``"inline"`` (the images in the event documents, through 0MQ) or
+    ``"external"`` (the images in an HDF5 file that the documents reference)."""
     events, background = synthetic_events(shape)
+    results = []
     with tempfile.TemporaryDirectory(prefix="bench_serve") as tmp:
-        chain = ServedChain(Path(tmp), background, catalog=catalog)
+        directory = Path(tmp)
+
+        def documents(mode, n):
+            if mode == "inline":
+                return list(raw_documents(events, n))
+            return list(external_documents(events, n, directory))
+
+        chain = ServedChain(directory, background, catalog=catalog, transport=transport)
         try:
             local = InProcess(background)
-            local.run(events, 1)  # numba compiles trackpy's code here
-            chain.run(events, 1)  # ... and in the server
-            rates = {"in_process": [], "served": []}
-            latencies = {"in_process": [], "served": []}
-            for _ in range(repeats):
-                rate, latency = local.run(events, n_events)
-                rates["in_process"].append(rate)
-                latencies["in_process"] += latency
-                rate, _ = chain.run(events, n_events)
-                rates["served"].append(rate)
-                _, latency = chain.run(events, n_events, period=1.5 / rate)
-                latencies["served"] += latency
-            serialize_ms = 1000 * statistics.median(chain.serialize_seconds)
+            for mode in frames:
+                local.run(documents(mode, 1))  # warm up, here ...
+                chain.run(documents(mode, 1))  # ... and in the server
+                chain.serialize_seconds.clear()
+                rates = {"in_process": [], "served": []}
+                latencies = {"in_process": [], "served": []}
+                for _ in range(repeats):
+                    rate, latency = local.run(documents(mode, n_events))
+                    rates["in_process"].append(rate)
+                    latencies["in_process"] += latency
+                    rate, _ = chain.run(documents(mode, n_events))
+                    rates["served"].append(rate)
+                    _, latency = chain.run(documents(mode, n_events), period=1.5 / rate)
+                    latencies["served"] += latency
+                result = {"shape": list(shape), "events": n_events, "repeats": repeats, "frames": mode, "transport": transport,
+                          "writer": "catalog" if catalog is not None else "jsonl",
+                          "serialize_ms": 1000 * statistics.median(chain.serialize_seconds)}
+                for path in ("in_process", "served"):
+                    result[f"{path}_events_per_s"] = statistics.median(rates[path])
+                    result[f"{path}_latency_ms"] = 1000 * statistics.median(latencies[path])
+                result["ratio"] = result["served_events_per_s"] / result["in_process_events_per_s"]
+                results.append(result)
         finally:
             chain.close()
-    result = {"shape": list(shape), "events": n_events, "repeats": repeats,
-              "writer": "catalog" if catalog is not None else "jsonl"}
-    for path in ("in_process", "served"):
-        result[f"{path}_events_per_s"] = statistics.median(rates[path])
-        result[f"{path}_latency_ms"] = 1000 * statistics.median(latencies[path])
-    result["ratio"] = result["served_events_per_s"] / result["in_process_events_per_s"]
-    result["serialize_ms"] = serialize_ms
-    return result
+    return results
 
 
 def main(argv=None) -> int:
@@ -210,23 +275,34 @@ def main(argv=None) -> int:
     parser.add_argument("--shape", default="2048x2048", help="detector ROWSxCOLS (default 2048x2048)")
     parser.add_argument("--catalog", type=Path, default=None,
                         help="the server writes into this embedded catalog (default: JSON-lines files)")
+    parser.add_argument("--frames", choices=["inline", "external", "both"], default="both",
+                        help="images in the documents (through 0MQ), in HDF5 files (the documents reference them), or both")
+    parser.add_argument("--transport", choices=["tcp", "ipc"], default="tcp",
+                        help="0MQ over TCP on localhost, or Unix sockets (ipc://, same host only)")
     parser.add_argument("--quick", action="store_true", help="256 x 256, 4 events, 2 repeats (a smoke run)")
     args = parser.parse_args(argv)
     import trackpy
 
+    from .serve import reuse_freed_memory
+
     trackpy.quiet()
+    reuse_freed_memory()  # as the server and the proxy do: the in-process pipeline gets it too
     shape = tuple(int(n) for n in args.shape.lower().split("x"))
     n_events, repeats = args.events, args.repeats
     if args.quick:
         shape, n_events, repeats = (256, 256), 4, 2
-    r = compare(shape, n_events=n_events, repeats=repeats, catalog=args.catalog)
     print(f"{shape[0]} x {shape[1]} detector, 5 frames/event, {n_events} events a run, medians of {repeats}; "
-          f"server writes to {r['writer']}")
-    print(f"{'':<34} {'events/s':>9} {'latency ms':>11}")
-    print(f"{'in-process pipeline':<34} {r['in_process_events_per_s']:>9.2f} {r['in_process_latency_ms']:>11.1f}")
-    print(f"{'served: publisher->proxy->server':<34} {r['served_events_per_s']:>9.2f} {r['served_latency_ms']:>11.1f}")
-    print(f"served/in-process throughput: {r['ratio']:.0%}")
-    print(f"publisher side (not timed above): msgpack serialization {r['serialize_ms']:.1f} ms an event")
+          f"0MQ over {args.transport}; server writes to {'catalog' if args.catalog else 'jsonl'}")
+    print(f"{'':<44} {'events/s':>9} {'latency ms':>11}")
+    modes = ("inline", "external") if args.frames == "both" else (args.frames,)
+    for r in compare(shape, n_events=n_events, repeats=repeats, frames=modes, catalog=args.catalog,
+                     transport=args.transport):
+        where = "frames in the documents" if r["frames"] == "inline" else "frames in HDF5 files"
+        print(f"{r['frames']}: {where}; publisher side (not timed): msgpack {r['serialize_ms']:.1f} ms an event")
+        print(f"{'  in-process pipeline':<44} {r['in_process_events_per_s']:>9.2f} {r['in_process_latency_ms']:>11.1f}")
+        print(f"{'  served: publisher->proxy->server->writer':<44} {r['served_events_per_s']:>9.2f} "
+              f"{r['served_latency_ms']:>11.1f}")
+        print(f"  served/in-process throughput: {r['ratio']:.0%}")
     return 0
 
 

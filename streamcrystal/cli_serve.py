@@ -89,11 +89,11 @@ def add_commands(commands) -> None:
 
     proxy = commands.add_parser(
         "proxy", help="relay documents from publishers to servers (bluesky's 0MQ proxy)",
-        description=("bluesky's 0MQ Proxy: RunEngines publish to IN_PORT, servers subscribe to OUT_PORT. "
-                     "Binds localhost only unless --bind-all."),
+        description=("bluesky's 0MQ Proxy: RunEngines publish to IN, servers subscribe to OUT. Ports bind "
+                     "localhost only unless --bind-all; ipc:///path addresses (same host) are faster for big events."),
         formatter_class=formatter)
-    proxy.add_argument("in_port", type=int, metavar="IN_PORT")
-    proxy.add_argument("out_port", type=int, metavar="OUT_PORT")
+    proxy.add_argument("in_port", metavar="IN", help="port (or ipc:// / tcp:// address) publishers send to")
+    proxy.add_argument("out_port", metavar="OUT", help="port (or address) servers subscribe to")
     proxy.add_argument("--bind-all", action="store_true",
                        help="bind every network interface (anyone who can reach this host can publish)")
     proxy.add_argument("--high-water-mark", type=int, default=0,
@@ -137,6 +137,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from .spool import SpoolingWriter, flush_spool
     from .wire import deserializer
 
+    from .serve import reuse_freed_memory
+
+    reuse_freed_memory()
     insert, db, destination = _destination(args)
     overrides = dict(args.param)
     if args.subtrahend is not None:
@@ -180,13 +183,13 @@ def _interrupt(signum, frame):
 
 
 def run_proxy(args: argparse.Namespace) -> int:
-    from .serve import make_proxy
+    from .serve import make_proxy, reuse_freed_memory
 
     signal.signal(signal.SIGTERM, _interrupt)  # stop like SIGINT: sockets closed, exit status 0
+    reuse_freed_memory()
 
     proxy = make_proxy(args.in_port, args.out_port, bind_all=args.bind_all, high_water_mark=args.high_water_mark)
-    host = "every interface" if args.bind_all else "localhost"
-    print(f"proxy on {host}: publishers -> {args.in_port}, servers <- {args.out_port}", flush=True)
+    print(f"proxy: publishers -> {proxy.in_port}, servers <- {proxy.out_port}", flush=True)
     try:
         proxy.start()
     except KeyboardInterrupt:

@@ -5,17 +5,19 @@ import sys
 
 from serving import subprocess_env
 
+NUMBER = r"\s+(\d+\.\d+)"
 
-def test_bench_serve_quick_prints_both_paths():
+
+def test_bench_serve_quick_prints_both_paths_for_both_ways_of_carrying_frames():
     run = subprocess.run([sys.executable, "-m", "streamcrystal.bench_serve", "--quick"], capture_output=True, text=True,
                          env=subprocess_env(), timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
-    assert lines[0].startswith("256 x 256 detector, 5 frames/event, 4 events a run, medians of 2; server writes to jsonl")
-    number = r"\s+(\d+\.\d+)"
-    local = re.fullmatch(r"in-process pipeline" + number + number, lines[2].strip())
-    served = re.fullmatch(r"served: publisher->proxy->server" + number + number, lines[3].strip())
-    assert local and served, run.stdout
-    assert all(float(value) > 0 for value in (*local.groups(), *served.groups()))
-    assert re.fullmatch(r"served/in-process throughput: \d+%", lines[4])
-    assert re.fullmatch(r"publisher side \(not timed above\): msgpack serialization \d+\.\d ms an event", lines[5])
+    assert lines[0] == "256 x 256 detector, 5 frames/event, 4 events a run, medians of 2; 0MQ over tcp; server writes to jsonl"
+    for first, mode in ((2, "inline: frames in the documents"), (6, "external: frames in HDF5 files")):
+        assert re.fullmatch(mode + r"; publisher side \(not timed\): msgpack \d+\.\d ms an event", lines[first])
+        local = re.fullmatch(r"in-process pipeline" + NUMBER + NUMBER, lines[first + 1].strip())
+        served = re.fullmatch(r"served: publisher->proxy->server->writer" + NUMBER + NUMBER, lines[first + 2].strip())
+        assert local and served, run.stdout
+        assert all(float(value) > 0 for value in (*local.groups(), *served.groups()))
+        assert re.fullmatch(r"  served/in-process throughput: \d+%", lines[first + 3])
