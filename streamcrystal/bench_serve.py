@@ -100,6 +100,10 @@ def _event_of(name: str, doc) -> int | None:
     return None
 
 
+def _engine(engine: str | None) -> dict:
+    return {} if engine is None else {"engine": engine}
+
+
 def _as_is(payload: bytes) -> bytes:
     return payload
 
@@ -114,10 +118,10 @@ def _frames_times(docs) -> dict[int, float]:
 class InProcess:
     """The pipeline fed in this process, built once and kept across runs (as the server does)."""
 
-    def __init__(self, background: np.ndarray) -> None:
+    def __init__(self, background: np.ndarray, *, engine: str | None = None) -> None:
         from .pipeline_files import load_pipeline
 
-        self.pipe = load_pipeline(PIPELINE).make_pipeline(subtrahend=background)
+        self.pipe = load_pipeline(PIPELINE).make_pipeline(subtrahend=background, **_engine(engine))
         self.out: list = []
         self.pipe.subscribe(lambda name, doc: self.out.append((name, doc)))
 
@@ -138,7 +142,7 @@ class ServedChain:
     """``streamcrystal proxy`` and ``streamcrystal serve`` subprocesses, a Publisher into them."""
 
     def __init__(self, directory: Path, background: np.ndarray, *, catalog: Path | None = None,
-                 transport: str = "tcp") -> None:
+                 transport: str = "tcp", engine: str | None = None) -> None:
         from bluesky.callbacks.zmq import Publisher
 
         self.directory = directory
@@ -153,7 +157,8 @@ class ServedChain:
         self._start(["proxy", inbound, outbound], "proxy")
         destination = ["--catalog", catalog] if catalog is not None else ["--jsonl", self.results]
         self.server = self._start(["serve", PIPELINE, "--address", outbound, "--subtrahend",
-                                   directory / "background.npy", "--spool-dir", directory / "spool", *destination], "serve")
+                                   directory / "background.npy", "--spool-dir", directory / "spool", *destination,
+                                   *(["--param", f"engine={engine}"] if engine else [])], "serve")
         # documents are serialized ahead (``serialized``); the Publisher sends those bytes as they are
         self.publisher = Publisher(inbound, prefix=b"raw", serializer=_as_is)
         self.db = None
@@ -224,7 +229,7 @@ class ServedChain:
 
 
 def compare(shape, *, n_events: int, repeats: int, frames=("inline", "external"), catalog: Path | None = None,
-            transport: str = "tcp") -> list[dict]:
+            transport: str = "tcp", engine: str | None = None) -> list[dict]:
     """Median events/s and latency of the in-process and the served pipeline, per way of
     carrying the frames: ``"inline"`` (the images in the event documents, through 0MQ) or
     ``"external"`` (the images in an HDF5 file that the documents reference)."""
@@ -238,9 +243,9 @@ def compare(shape, *, n_events: int, repeats: int, frames=("inline", "external")
                 return list(raw_documents(events, n))
             return list(external_documents(events, n, directory))
 
-        chain = ServedChain(directory, background, catalog=catalog, transport=transport)
+        chain = ServedChain(directory, background, catalog=catalog, transport=transport, engine=engine)
         try:
-            local = InProcess(background)
+            local = InProcess(background, engine=engine)
             for mode in frames:
                 local.run(documents(mode, 1))  # warm up, here ...
                 chain.run(documents(mode, 1))  # ... and in the server
@@ -279,6 +284,8 @@ def main(argv=None) -> int:
                         help="images in the documents (through 0MQ), in HDF5 files (the documents reference them), or both")
     parser.add_argument("--transport", choices=["tcp", "ipc"], default="tcp",
                         help="0MQ over TCP on localhost, or Unix sockets (ipc://, same host only)")
+    parser.add_argument("--engine", default=None,
+                        help="the peak finder (peak_tracking's engine: fastlocate by default, or trackpy)")
     parser.add_argument("--quick", action="store_true", help="256 x 256, 4 events, 2 repeats (a smoke run)")
     args = parser.parse_args(argv)
     import trackpy
@@ -292,11 +299,12 @@ def main(argv=None) -> int:
     if args.quick:
         shape, n_events, repeats = (256, 256), 4, 2
     print(f"{shape[0]} x {shape[1]} detector, 5 frames/event, {n_events} events a run, medians of {repeats}; "
-          f"0MQ over {args.transport}; server writes to {'catalog' if args.catalog else 'jsonl'}")
+          f"0MQ over {args.transport}; server writes to {'catalog' if args.catalog else 'jsonl'}"
+          + (f"; engine {args.engine}" if args.engine else ""))
     print(f"{'':<44} {'events/s':>9} {'latency ms':>11}")
     modes = ("inline", "external") if args.frames == "both" else (args.frames,)
     for r in compare(shape, n_events=n_events, repeats=repeats, frames=modes, catalog=args.catalog,
-                     transport=args.transport):
+                     transport=args.transport, engine=args.engine):
         where = "frames in the documents" if r["frames"] == "inline" else "frames in HDF5 files"
         print(f"{r['frames']}: {where}; publisher side (not timed): msgpack {r['serialize_ms']:.1f} ms an event")
         print(f"{'  in-process pipeline':<44} {r['in_process_events_per_s']:>9.2f} {r['in_process_latency_ms']:>11.1f}")
