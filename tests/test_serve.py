@@ -384,3 +384,41 @@ def test_stored_run_published_from_the_catalog_and_served_into_it(tmp_path):
         pd.testing.assert_frame_equal(getattr(got, table)[columns].reset_index(drop=True),
                                       getattr(want, table).reset_index(drop=True), check_dtype=False)
     np.testing.assert_array_equal(got.maps.values, want.maps.values)
+
+
+def test_publish_command_replays_a_jsonl_file(chain, scans, expected, tmp_path):
+    from streamcrystal.jsonl import append_documents
+
+    from streamcrystal.spool import rekey
+
+    uid, docs = scans[1]
+    docs = rekey(docs)  # the same scan as a new run: a pipeline processes a run uid once
+    path = tmp_path / "run.jsonl"
+    append_documents(path, docs)
+    publish = Process(["publish", "--jsonl", path, "--address", f"localhost:{chain.in_port}"], tmp_path, "publish")
+    try:
+        assert publish.wait(60) == 0, publish.output()
+    finally:
+        publish.kill()
+    assert "published 1 start, 2 descriptor, 32 event, 1 stop" in publish.stdout()  # 2 dark + 30 primary events
+    chain.server.wait_output(f"run {docs[0][1]['uid']}:")
+    (served,) = analysis_runs(chain.results, docs[0][1]["uid"])
+    assert_same_analysis(served, expected[uid])
+
+
+def test_spool_commands_list_and_flush(tmp_path, capsys):
+    from streamcrystal.cli import main
+    from streamcrystal.jsonl import append_documents
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    append_documents(spool / "a1.jsonl", [("start", {"uid": "a1", "time": 1.0}), ("stop", {"uid": "s", "run_start": "a1"})])
+    assert main(["spool", "list", "--spool-dir", str(spool)]) == 0
+    out = capsys.readouterr()
+    assert str(spool / "a1.jsonl") in out.out and "1 analysis runs spooled" in out.err
+    assert main(["spool", "flush", "--spool-dir", str(spool), "--jsonl", str(tmp_path / "out")]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"inserted analysis run a1 into {tmp_path / 'out'}/ as ")
+    new_uid = line.split()[-1]
+    assert [name for name, _ in read_documents(tmp_path / "out" / f"{new_uid}.jsonl")] == ["start", "stop"]
+    assert not (spool / "a1.jsonl").exists()
