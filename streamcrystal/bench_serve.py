@@ -163,11 +163,15 @@ class ServedChain:
         self.publisher = Publisher(inbound, prefix=b"raw", serializer=_as_is)
         self.db = None
         self.serialize_seconds: list[float] = []
-        if catalog is not None:
-            from .tiled_catalog import catalog as open_catalog
+        try:
+            if catalog is not None:
+                from .tiled_catalog import catalog as open_catalog
 
-            self.db = open_catalog(catalog)
-        _wait(lambda: self._ping(), 180, "the server to hear the publisher")
+                self.db = open_catalog(catalog)
+            _wait(lambda: self._ping(), 180, "the server to hear the publisher")
+        except BaseException:
+            self.close()  # no orphaned proxy or server
+            raise
 
     def _start(self, args, label):
         out = open(self.directory / f"{label}.out", "w")
