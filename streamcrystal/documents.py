@@ -91,6 +91,8 @@ def _problem(routed: Routed, problem: str) -> Routed:
 
 
 def _route_start(table: RunTable, doc: Mapping) -> list[Routed]:
+    if doc["uid"] in table.stopped:  # the same run again (a replay, a re-publication): a new pass
+        table.stopped.remove(doc["uid"])
     table.starts[doc["uid"]] = dict(doc)
     return [Routed("start", dict(doc), doc["uid"])]
 

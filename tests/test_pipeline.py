@@ -166,6 +166,22 @@ def test_runs_back_to_back_keep_their_own_state(scan):
     assert second_results.features["frame"].tolist() == expected_second["frame"].tolist()
 
 
+def test_the_same_run_twice_through_one_pipeline_gives_two_equal_analysis_runs(scan):
+    # a long-running server sees a run again when it is re-published or replayed
+    frames, background = scan
+    raw = compose_raw_run(frames, grid=(2, 4))
+    pipe, out = run_pipeline(raw + raw, subtrahend=background)
+    starts = [d for n, d in out if n == "start"]
+    stops = [d for n, d in out if n == "stop"]
+    assert len(starts) == 2 and len({s["uid"] for s in starts}) == 2
+    assert [s["raw_uid"] for s in starts] == [raw[0][1]["uid"]] * 2
+    assert [s["exit_status"] for s in stops] == ["success", "success"]
+    second_start = [i for i, (n, _) in enumerate(out) if n == "start"][1]
+    first, second = stream_rows(out[:second_start], "tracks"), stream_rows(out[second_start:], "tracks")
+    assert len(first) > 0
+    assert first.equals(second)
+
+
 @pytest.mark.parametrize("engine", ["fast", "trackpy"])
 def test_construction_runs_no_per_frame_work(monkeypatch, scan, engine):
     import trackpy
