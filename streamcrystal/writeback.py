@@ -145,6 +145,9 @@ def analysis_runs(db, raw_uid: str, stage: str = "peak_tracking") -> list:
 def load_results(db, raw_uid: str, stage: str = "peak_tracking"):
     """The newest analysis of raw run ``raw_uid`` in ``db``, as a :class:`~streamcrystal.results.RunResults`.
 
+    The newest one that ended with ``exit_status: "success"``; if none did, the newest (its
+    ``failure`` says why it did not).
+
     Raises
     ------
     KeyError
@@ -157,7 +160,10 @@ def load_results(db, raw_uid: str, stage: str = "peak_tracking"):
     if not runs:
         raise KeyError(f"no {stage} analysis of raw run {raw_uid!r} in the catalog; make one with "
                        f"'streamcrystal replay {raw_uid}'")
-    run = runs[-1]
+    # the newest complete analysis; a run cut short (a killed server's, a recovered journal's)
+    # only if there is nothing else
+    complete = [run for run in runs if (run.metadata.get("stop") or {}).get("exit_status") == "success"]
+    run = (complete or runs)[-1]
     tables = {stream: _table(run, stream) for stream in ("features", "frames", "tracks", "maps")}
     raw_start = dict(run.start.get("raw_grid") or {})  # the raw scan's grid, copied into the analysis start
     if len(tables["maps"]):
@@ -167,7 +173,7 @@ def load_results(db, raw_uid: str, stage: str = "peak_tracking"):
     particles = tables["maps"].reindex(columns=list(PARTICLE_COLUMNS)).astype(
         {"particle": np.int64, "y": np.float64, "x": np.float64, "n_frames": np.int64, "total_intensity": np.float64})
     extents, dims = _grid(raw_start, maps.shape[1:])
-    stop = run.stop or {}
+    stop = run.metadata.get("stop") or {}
     problems = tuple(p for p in (stop.get("reason") or "").split(" | ") if p)
     failure = None if stop.get("exit_status", "success") == "success" else (stop.get("reason") or stop.get("exit_status"))
     return RunResults(raw_uid, tables["features"], tables["frames"], tables["tracks"], particles,

@@ -422,3 +422,65 @@ def test_spool_commands_list_and_flush(tmp_path, capsys):
     new_uid = line.split()[-1]
     assert [name for name, _ in read_documents(tmp_path / "out" / f"{new_uid}.jsonl")] == ["start", "stop"]
     assert not (spool / "a1.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_server_killed_mid_run_restarted_and_the_run_replayed_from_the_catalog(tmp_path):
+    """A server writing into the catalog is SIGKILLed in the middle of a run; a new server
+    recovers the dead one's journal; `streamcrystal replay` reprocesses the stored raw run:
+    the newest analysis equals the in-process pipeline's, and the partial one is kept, closed."""
+    import streamcrystal as sc
+    from streamcrystal.sim import simulate_scan
+    from streamcrystal.tiled_catalog import raw_data_dir
+    from streamcrystal.writeback import analysis_runs as stored_analyses
+
+    path = tmp_path / "catalog"
+    db = sc.catalog(path)
+    live_docs = []
+    uid, _ = simulate_scan(write_dir=raw_data_dir(db), callbacks=[db.insert, lambda n, d: live_docs.append((n, copy.deepcopy(d)))],
+                           **SCAN)
+    pipe = load_pipeline(PIPELINE).make_pipeline()
+    for name, doc in live_docs:
+        pipe(name, doc)
+    want = pipe.results(uid)
+
+    in_port, out_port = free_port(), free_port()
+    spool = tmp_path / "spool"
+    serve_args = ["serve", PIPELINE, "--address", f"localhost:{out_port}", "--catalog", path, "--spool-dir", spool]
+    processes = [Process(["proxy", in_port, out_port], tmp_path, "proxy")]
+    try:
+        first = Process(serve_args, tmp_path, "serve-1")
+        processes.append(first)
+        first.wait_output("serving", timeout=120)
+        publisher = Publisher(f"localhost:{in_port}", prefix=b"raw", serializer=dumps)
+        try:
+            connect(lambda: publisher("ping", {}), first)
+            for name, doc in _first_events(live_docs, 12):  # the run is cut after 12 of its 30 events
+                publisher(name, doc)
+            wait_for(lambda: any(p.read_text().count('"frames"') + p.read_text().count("n_peaks") >= 5
+                                 for p in spool.glob("*.jsonl")), 60, "a journal with frames", on_timeout=first.output)
+        finally:
+            publisher.close()
+        first.signal(signal.SIGKILL)
+        assert first.wait(10) == -signal.SIGKILL
+        second = Process(serve_args, tmp_path, "serve-2")
+        processes.append(second)
+        out = second.wait_output("serving", timeout=120)
+        assert "spooled by an earlier server" in out
+    finally:
+        terminate_all(processes)
+    replay = Process(["replay", uid, "--catalog", path, "--no-progress"], tmp_path, "replay")
+    assert replay.wait(180) == 0, replay.output()
+    assert f"raw run {uid}: 30 events (0 skipped)" in replay.stdout()
+
+    runs = stored_analyses(db, uid)
+    # the part the killed server had written live (no stop), its journal closed and inserted by
+    # the next server (abort), the replay (success)
+    statuses = [(run.metadata.get("stop") or {}).get("exit_status") for run in runs]
+    assert statuses == [None, "abort", "success"]
+    got = sc.load_results(db, uid)
+    for table in ("features", "frames", "tracks", "particles"):
+        columns = list(getattr(want, table).columns)
+        pd.testing.assert_frame_equal(getattr(got, table)[columns].reset_index(drop=True),
+                                      getattr(want, table).reset_index(drop=True), check_dtype=False)
+    np.testing.assert_array_equal(got.maps.values, want.maps.values)
