@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--min-frames", type=int, default=None, help="map only particles seen on at least this many grid points")
     replay.add_argument("--subtrahend", type=Path, default=None,
                         help=".npy background image (default: the mean of the run's 'dark' stream)")
+    replay.add_argument("--cluster", default=None, metavar="SPEC",
+                        help="run the per-frame work on Dask: local:N (a LocalCluster of N worker processes) or "
+                             "tcp://scheduler:8786 (a running cluster); the workers read the frames from the files")
     replay.add_argument("--no-write", action="store_true", help="do not store the analysis run")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     _catalog_options(replay)
@@ -152,15 +155,25 @@ def run_replay(args: argparse.Namespace) -> int:
     overrides = {key: value for key, value in [("minmass", args.minmass), ("maxsize", args.maxsize),
                                                ("min_frames", args.min_frames)] if value is not None}
     if args.subtrahend is not None:
-        overrides["subtrahend"] = np.load(args.subtrahend)
-    pipe = load_pipeline(args.pipeline).make_pipeline(**overrides)
+        overrides["subtrahend"] = np.load(args.subtrahend, allow_pickle=False)
     db, where = _open_catalog(args)
     uid = int(args.uid) if args.uid.lstrip("-").isdigit() and args.uid.startswith("-") else args.uid
+    client = None
+    if args.cluster:
+        from .parallel import dashboard_link, make_client
+
+        client = overrides["client"] = make_client(args.cluster)
+        print(f"Dask cluster {args.cluster}: {len(client.nthreads())} workers, dashboard "
+              f"{dashboard_link(client) or '(not served)'}", file=sys.stderr)
     try:
+        pipe = load_pipeline(args.pipeline).make_pipeline(**overrides)
         report = replay(db, uid, pipe, write=not args.no_write, progress=not args.no_progress)
     except KeyError as err:
         print(f"error: no run {args.uid!r} in the catalog {where}: {err}", file=sys.stderr)
         return 1
+    finally:
+        if client is not None:
+            client.close()
     print(report.summary())
     return 0 if report.results.failure is None else 1
 

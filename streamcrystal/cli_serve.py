@@ -84,6 +84,8 @@ def add_commands(commands) -> None:
                        help="where the maps' HDF5 files go (default: data/analysis of an embedded catalog; "
                             "with --uri, a directory the Tiled server can read)")
     serve.add_argument("--retry-interval", type=float, default=30.0, help="seconds between retries of spooled runs")
+    serve.add_argument("--cluster", default=None, metavar="SPEC",
+                       help="per-frame work on Dask: local:N or tcp://scheduler:8786")
     serve.add_argument("--pickle", action="store_true", help="accept pickled documents (unsafe: see above)")
     serve.set_defaults(run=run_serve)
 
@@ -144,6 +146,11 @@ def run_serve(args: argparse.Namespace) -> int:
     overrides = dict(args.param)
     if args.subtrahend is not None:
         overrides["subtrahend"] = np.load(args.subtrahend, allow_pickle=False)
+    if args.cluster:
+        from .parallel import dashboard_link, make_client
+
+        overrides["client"] = make_client(args.cluster)
+        print(f"Dask cluster {args.cluster}: dashboard {dashboard_link(overrides['client']) or '(not served)'}", flush=True)
     module = load_pipeline(args.pipeline)
     pipeline = module.make_pipeline(**overrides)
     where = {**_SERVE_DEFAULTS, **getattr(module, "SERVE", {})}
