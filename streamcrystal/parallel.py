@@ -105,6 +105,18 @@ def _captured_log():
 
 
 @dataclass(frozen=True)
+class Place:
+    """What is scattered for a stop or a problem document: only its place in the channel.
+
+    ``gather`` emits the document itself, which never left the client's process (a problem
+    event may hold a whole image).
+    """
+
+    name: str
+    run_uid: str | None
+
+
+@dataclass(frozen=True)
 class SharedBackground:
     """Stands for a task's background, sent to the workers once (``run_frame``'s ``background``)."""
 
@@ -116,8 +128,8 @@ def run_frame(item, *, work: Callable[..., FrameResult] = frame_step, background
               **work_kwargs) -> WorkerResult:
     """The Dask task of one item: ``work(task, **work_kwargs)``, its log lines captured.
 
-    Stops and problem documents (which only travel the channel to keep their place) come
-    back as they are. A task whose background is :data:`SHARED` gets ``background``: the
+    A stop's or problem document's :class:`Place` (which only travels the channel to keep
+    its place) comes back as it is. A task whose background is :data:`SHARED` gets ``background``: the
     pipeline's subtrahend or the run's dark mean, sent to each worker once rather than
     with every frame.
 
@@ -174,7 +186,7 @@ class InFlight(Stream):
     channel stays first-in first-out.
 
     ``prepare(item)`` (a coroutine) gives what is scattered: a task's background is sent
-    to the workers once, not with every frame.
+    to the workers once, not with every frame; a document, only its :class:`Place`.
     """
 
     def __init__(self, upstream: Stream, *, flight: _Flight, prepare: Callable, **kwargs) -> None:
@@ -241,7 +253,7 @@ class GatherResults(_dask_gather):
 
     async def _gather(self, future, item):
         if isinstance(item, Routed):
-            return item  # a stop or a problem: the local copy is the result
+            return item  # a stop or a problem: its place in the channel was all that travelled
         for attempt in range(1, self.attempts + 1):
             try:
                 outcome = await self.client.gather(future, asynchronous=True)
@@ -350,6 +362,8 @@ class DaskFrames:
         ones: ``in_flight`` lets one item at a time through, so each task is submitted with
         its own background.
         """
+        if isinstance(item, Routed):
+            return Place(item.name, item.run_uid)
         if not isinstance(item, FrameTask) or item.problem is not None or item.background is None:
             return item
         if item.background is not self._background:
