@@ -53,10 +53,11 @@ from streamz.dask import gather as _dask_gather
 from tornado import gen
 from tornado.locks import Lock
 
+from .errors import StreamCrystalError
 from .records import FrameResult, FrameTask, Routed, replace
 from .steps import frame_step, skipped_result
 
-__all__ = ["DaskFrames", "InFlight", "GatherResults", "WorkerResult", "SHARED", "run_frame", "make_client",
+__all__ = ["DaskFrames", "ClientClosedError", "InFlight", "GatherResults", "WorkerResult", "SHARED", "run_frame", "make_client",
            "parse_cluster_spec", "dashboard_link"]
 
 logger = logging.getLogger("streamcrystal")
@@ -205,7 +206,11 @@ class InFlight(Stream):
                 logger.warning("run %s seq_num %s: background not shared (%s: %s); sent with the frame",
                                *_where(x), type(err).__name__, err)
                 scattered = x
-            result = yield self._emit(scattered, metadata=[*(metadata or []), {_CARRIED: x}])
+            try:
+                result = yield self._emit(scattered, metadata=[*(metadata or []), {_CARRIED: x}])
+            except Exception:  # not in the channel (the client is closed, say): a flush must not wait for it
+                self.flight.leave()
+                raise
         raise gen.Return(result)
 
 
@@ -280,6 +285,15 @@ def _failed(item, err: Exception, attempts: int) -> FrameResult | None:
     problem = f"frame work failed on the cluster after {attempts} attempt(s): {type(err).__name__}: {err}"
     logger.error("run %s seq_num %s: %s; skipped", *_where(item), problem)
     return None if item is None else skipped_result(item, problem)
+
+
+class ClientClosedError(StreamCrystalError, RuntimeError):
+    """The Dask client of a parallel pipeline is closed: the pipeline cannot run any more."""
+
+    def __init__(self, client: Client) -> None:
+        self.status = client.status
+        super().__init__(f"the Dask client of this pipeline is {client.status!r}: its event loop, where the graph runs, "
+                         "has stopped; build a new pipeline with a running client")
 
 
 class DaskFrames:
@@ -380,7 +394,13 @@ class DaskFrames:
 
     @contextmanager
     def entering(self):
-        """The context of ``pipe(name, doc)``: streamz's Dask nodes find this client."""
+        """The context of ``pipe(name, doc)``: streamz's Dask nodes find this client.
+
+        A closed client has stopped its event loop, where the graph runs: rather than wait
+        for good, say so.
+        """
+        if self.client.status not in ("running", "connecting"):
+            raise ClientClosedError(self.client)
         with self.client.as_current():
             yield
 

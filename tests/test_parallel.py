@@ -21,7 +21,7 @@ import streamcrystal
 from hdf5runs import stream_datum_run
 from rawruns import DATA_KEY, compose_raw_run, drifting_spot_scan, spot_frames
 from reference import stream_rows
-from streamcrystal.parallel import DaskFrames, make_client
+from streamcrystal.parallel import ClientClosedError, DaskFrames, make_client
 from streamcrystal.records import FrameReference, FrameTask
 from streamcrystal.sim import simulate_scan
 from streamcrystal.steps import frame_step
@@ -279,6 +279,16 @@ def test_make_client_connects_to_a_scheduler_address_and_logs_the_dashboard(clie
         assert any(client.scheduler.address in r.getMessage() and "dashboard" in r.getMessage() for r in caplog.records)
     finally:
         other.close()
+
+
+def test_a_closed_client_is_logged_not_waited_for(client, scan, caplog_streamcrystal):
+    frames, background = scan
+    other = Client(client.scheduler.address)
+    pipe, out = make_pipe(other, subtrahend=background)
+    other.close()
+    feed(pipe, compose_raw_run(frames[:2], grid=(1, 2)), timeout=30)  # its event loop is gone: nothing may wait on it
+    errors = [r for r in caplog_streamcrystal.records if r.exc_info and isinstance(r.exc_info[1], ClientClosedError)]
+    assert errors and "'closed'" in str(errors[0].exc_info[1]) and out == []
 
 
 def test_a_worker_killed_mid_run_loses_nothing(client, scan, caplog_streamcrystal):
