@@ -14,8 +14,9 @@ frames each, Bragg-like spots over dark current and noise), as events/s (medians
 
 and the ratios (2 workers / serial, 1 worker's overhead vs serial, 2 workers / tp.batch,
 HDF5 references / shipped arrays), the peak resident memory of this process and of the
-workers (sampled every 50 ms), and the time per frame of a worker. Every mode must find the
-same peaks, or the run stops.
+workers (sampled every 50 ms), and the time per frame of a worker. The modes take turns in
+each repeat, so a neighbour's load slows them alike; the load average is printed. Every
+mode must find the same peaks, or the run stops.
 """
 from __future__ import annotations
 
@@ -122,12 +123,12 @@ def time_tp_batch(images, processes: int):
     return time.perf_counter() - t0, len(found)
 
 
-def _median_rate(times, n_events) -> float:
-    return n_events / statistics.median(times)
-
-
 def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) -> dict:
-    """Events/s of every mode, the same events for all; peaks checked equal."""
+    """Events/s of every mode (medians), the same events for all; peaks checked equal.
+
+    The modes take turns within each repeat (serial, 1 worker, 2 workers, HDF5,
+    tp.batch, then again), so a neighbour's load on a shared machine slows them alike.
+    """
     from distributed import Client
 
     from .frames import process_frames
@@ -135,53 +136,55 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
 
     events, background = synthetic_events(shape)
     locate(process_frames(events[0], background), **LOCATE)  # numba's compilation, outside the timings
-    results = {}
-
-    def record(label, times, peaks, memory, expected):
-        if peaks != expected:
-            raise RuntimeError(f"{label} found {peaks} peaks, the serial pipeline {expected}")
-        results[label] = {"events_per_s": _median_rate(times, n_events), "memory_mb": memory}
-        say(f"  {label:<24} {results[label]['events_per_s']:7.2f} events/s   "
-            f"peak RSS: this process {memory[0]:6.0f} MB, workers {memory[1]:6.0f} MB")
-
+    n = max(workers)
     inline = lambda: raw_documents(events, n_events)  # noqa: E731
-    times, expected, memory = [], None, (0.0, 0.0)
-    for _ in range(repeats):
-        elapsed, expected, mem = time_pipeline(inline, background)
-        times.append(elapsed)
-        memory = tuple(map(max, memory, mem))
-    record("serial", times, expected, memory, expected)
-
-    with tempfile.TemporaryDirectory(prefix="streamcrystal-bench-") as directory:
+    with contextlib.ExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="streamcrystal-bench-"))
         path = write_hdf5(events, directory)
         referenced = lambda: hdf5_documents(path, len(events), n_events, events[0].shape)  # noqa: E731
-        for n in workers:
-            with Client(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as client:
-                pids = list(client.run(os.getpid).values())
-                time_pipeline(lambda: raw_documents(events, 2 * n), background, client=client)  # warm-up (numba)
-                modes = [(f"dask {n} worker{'s' if n > 1 else ''}", inline)]
-                if n == max(workers):
-                    modes.append((f"dask {n} workers, HDF5", referenced))
-                for label, docs in modes:
-                    times, memory = [], (0.0, 0.0)
-                    for _ in range(repeats):
-                        elapsed, peaks, mem = time_pipeline(docs, background, client=client, pids=pids)
-                        times.append(elapsed)
-                        memory = tuple(map(max, memory, mem))
-                    record(label, times, peaks, memory, expected)
-                if n == max(workers):
-                    per_frame = client.run(_worker_ms_per_frame, events[0], background)
-                    results["worker_ms_per_frame"] = statistics.median(per_frame.values())
+        clients, pids = {}, {}
+        for size in workers:
+            clients[size] = stack.enter_context(Client(n_workers=size, threads_per_worker=1, processes=True,
+                                                       dashboard_address="127.0.0.1:0"))
+            pids[size] = list(clients[size].run(os.getpid).values())
+            time_pipeline(lambda: raw_documents(events, 2 * size), background, client=clients[size])  # warm-up
+        modes = [("serial", lambda: time_pipeline(inline, background))]
+        for size in workers:
+            label = f"dask {size} worker{'s' if size > 1 else ''}"
+            modes.append((label, lambda size=size: time_pipeline(inline, background, client=clients[size], pids=pids[size])))
+        modes.append((f"dask {n} workers, HDF5", lambda: time_pipeline(referenced, background, client=clients[n], pids=pids[n])))
+        modes.append((f"tp.batch(processes={n})", lambda: _tp_batch_mode(events, background, n_events, n)))
+        times = {label: [] for label, _ in modes}
+        memory = {label: (0.0, 0.0) for label, _ in modes}
+        peaks = {}
+        loads = []
+        for _ in range(repeats):
+            loads.append(os.getloadavg()[0])
+            for label, run in modes:
+                elapsed, peaks[label], mem = run()
+                times[label].append(elapsed)
+                memory[label] = tuple(map(max, memory[label], mem))
+        per_frame = clients[n].run(_worker_ms_per_frame, events[0], background)
+
+    results = {"load_average": loads, "worker_ms_per_frame": statistics.median(per_frame.values())}
+    for label, _ in modes:
+        if peaks[label] != peaks["serial"]:
+            raise RuntimeError(f"{label} found {peaks[label]} peaks, the serial pipeline {peaks['serial']}")
+        rates = sorted(n_events / t for t in times[label])
+        results[label] = {"events_per_s": statistics.median(rates), "range": (rates[0], rates[-1]), "memory_mb": memory[label]}
+        say(f"  {label:<24} {results[label]['events_per_s']:6.2f} events/s ({rates[0]:.2f}-{rates[-1]:.2f})   peak RSS: "
+            f"this process {memory[label][0]:6.0f} MB, workers {memory[label][1]:6.0f} MB")
+    return results
+
+
+def _tp_batch_mode(events, background, n_events: int, processes: int):
+    """tp.batch on the processed images (made here, not timed): seconds, features, memory."""
+    from .frames import process_frames
 
     images = [process_frames(events[i % len(events)], background) for i in range(n_events)]
-    processes = max(workers)
-    times = []
     with MemorySampler() as memory:
-        for _ in range(repeats):
-            elapsed, found = time_tp_batch(images, processes)
-            times.append(elapsed)
-    record(f"tp.batch(processes={processes})", times, found, (memory.main_mb, 0.0), expected)
-    return results
+        elapsed, found = time_tp_batch(images, processes)
+    return elapsed, found, (memory.main_mb, 0.0)
 
 
 def _worker_ms_per_frame(frames, background, repeats: int = 2) -> float:
@@ -198,7 +201,7 @@ def _worker_ms_per_frame(frames, background, repeats: int = 2) -> float:
 
 
 def report(results: dict, workers, say=print) -> None:
-    rate = {label: r["events_per_s"] for label, r in results.items() if isinstance(r, dict)}
+    rate = {label: r["events_per_s"] for label, r in results.items() if isinstance(r, dict) and "events_per_s" in r}
     n = max(workers)
     serial = rate["serial"]
     say("ratios:")
@@ -229,10 +232,11 @@ def main(argv=None) -> int:
     shape = (256, 256) if args.quick else tuple(int(n) for n in args.shape.lower().split("x"))
     n_events, repeats = (4, 1) if args.quick else (args.events, args.repeats)
     workers = tuple(sorted(int(n) for n in args.workers.split(",")))
-    print(f"{shape[0]} x {shape[1]} x 5 frames uint16 per event, {n_events} events per run, medians of {repeats}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    print(f"{shape[0]} x {shape[1]} x 5 frames uint16 per event, {n_events} events per run, medians (min-max) of "
+          f"{repeats}, modes in turn, {os.cpu_count()} cores")
     results = measure(shape, n_events=n_events, repeats=repeats, workers=workers)
     report(results, workers)
+    print("load average (1 min) at each repeat: " + ", ".join(f"{load:.2f}" for load in results["load_average"]))
     return 0
 
 

@@ -32,7 +32,7 @@ STREAMS = ("features", "frames", "tracks", "maps")
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0")
     client = Client(cluster)
     yield client
     client.close()
