@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import event_model
 import numpy as np
 
-from .records import FrameTask, Routed
+from .records import FrameReference, FrameTask, Routed
 
 __all__ = [
     "EXTERNAL_DOCUMENTS",
@@ -22,6 +22,7 @@ __all__ = [
     "route_document",
     "ExternalData",
     "default_handler_registry",
+    "read_reference",
 ]
 
 logger = logging.getLogger("streamcrystal")
@@ -178,12 +179,17 @@ class ExternalData:
     frame_key : str, optional
         A data key holding the raw ``seq_num`` of derived events (the seed's callbacks chain
         runs: their events are numbered in output order, the raw frame travels as data).
+    read_stream_data : bool
+        If False, StreamDatum tasks carry a :class:`~streamcrystal.records.FrameReference`
+        (file, dataset, index) instead of the frames, for the process that does the
+        per-frame work to read (a Dask worker: no image crosses the network).
     """
 
     def __init__(self, data_key: str, *, handler_registry: dict | None = None, root_map: dict | None = None,
-                 frame_key: str | None = None) -> None:
+                 frame_key: str | None = None, read_stream_data: bool = True) -> None:
         self.data_key = data_key
         self.frame_key = frame_key
+        self.read_stream_data = read_stream_data
         self.root_map = dict(root_map or {})
         registry = default_handler_registry() if handler_registry is None else dict(handler_registry)
         self._filler = event_model.Filler(registry, root_map=self.root_map, inplace=False)
@@ -237,6 +243,13 @@ class ExternalData:
         tasks = [FrameTask(routed.run_uid, seq, routed.stream) for seq in seq_nums]
         if len(seq_nums) != len(indices):
             return [_failed(t, f"stream datum {datum['uid']} has {len(seq_nums)} seq_nums for {len(indices)} indices") for t in tasks]
+        if not self.read_stream_data:
+            try:
+                shape = self._descriptors[datum["descriptor"]]["data_keys"][self.data_key]["shape"]
+                references = frame_references(resource, indices, event_shape=shape, root_map=self.root_map)
+            except Exception as err:
+                return [_failed(t, f"cannot read {self.data_key!r} from {resource.get('uri')}: {type(err).__name__}: {err}") for t in tasks]
+            return [FrameTask(t.run_uid, t.seq_num, t.stream, frames=ref) for t, ref in zip(tasks, references)]
         return self._read_one_by_one(tasks, resource, indices, datum["descriptor"])
 
     def _read_one_by_one(self, tasks, resource, indices, descriptor):
@@ -272,20 +285,47 @@ def resource_path(uri: str, root_map: Mapping[str, str] | None = None) -> str:
     return path
 
 
+_DEFAULT_DATASET = "/entry/data/data"
+
+
 def read_hdf5_blocks(resource: Mapping, indices: range, *, event_shape, root_map=None) -> list[np.ndarray]:
     """Read the frames of ``indices`` from the HDF5 dataset of a StreamResource.
 
     A dataset either has one leading axis more than an event (``(n, *event_shape)``), or
     stores the frames of each event back to back along its first axis.
     """
+    path = resource_path(resource["uri"], root_map)
+    dataset_name = resource.get("parameters", {}).get("dataset", _DEFAULT_DATASET)
+    return _read_hdf5(path, dataset_name, indices, tuple(event_shape))
+
+
+def _read_hdf5(path: str, dataset_name: str, indices: range, event_shape: tuple) -> list[np.ndarray]:
     import h5py
 
-    path = resource_path(resource["uri"], root_map)
-    dataset_name = resource.get("parameters", {}).get("dataset", "/entry/data/data")
-    event_shape = tuple(event_shape)
     with h5py.File(path, "r") as file:
         dataset = file[dataset_name]
         if dataset.ndim == len(event_shape) + 1:
             return [np.asarray(dataset[i]) for i in indices]
         per_event = event_shape[0] if len(event_shape) == dataset.ndim and len(event_shape) > 2 else 1
         return [np.asarray(dataset[i * per_event:(i + 1) * per_event]) for i in indices]
+
+
+def frame_references(resource: Mapping, indices: range, *, event_shape, root_map=None) -> list[FrameReference]:
+    """Where the frames of ``indices`` of a StreamResource live, without opening the file.
+
+    Examples
+    --------
+    >>> resource = {"uri": "file://localhost/data/scan.h5", "data_key": "det", "parameters": {"dataset": "/d"}}
+    >>> ref, = frame_references(resource, range(3, 4), event_shape=[5, 64, 64])
+    >>> ref.path, ref.dataset, ref.index, ref.event_shape
+    ('/data/scan.h5', '/d', 3, (5, 64, 64))
+    """
+    path = resource_path(resource["uri"], root_map)
+    dataset_name = resource.get("parameters", {}).get("dataset", _DEFAULT_DATASET)
+    shape = tuple(int(n) for n in event_shape)
+    return [FrameReference(resource.get("data_key", ""), resource["uri"], path, dataset_name, i, shape) for i in indices]
+
+
+def read_reference(ref: FrameReference) -> np.ndarray:
+    """Read the frames of one event from where a :class:`~streamcrystal.records.FrameReference` points."""
+    return _read_hdf5(ref.path, ref.dataset, range(ref.index, ref.index + 1), ref.event_shape)[0]

@@ -13,13 +13,18 @@ The graph::
                       │      ─ average ─ subtract ─ clip ─ locate ─┬─ collect ─ link ─ map ─ results
                       ├─ problems ─────────────────────────────────┘      │     │
                       └─ stop ───────────────────────────────────────────(─)    to_event_model ─ outputs
+
+With a Dask client, average ─ subtract ─ clip ─ locate is one task per frame on the
+workers, between ``scatter`` and ``gather`` (``parallel.py``); the stops travel that
+channel too, so each reaches ``collect`` after its run's last frame.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from streamz import Stream
@@ -40,6 +45,11 @@ from .steps import (
     map_step,
     subtract_step,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from .parallel import DaskFrames
 
 __all__ = ["Pipeline", "peak_tracking", "LOCATE_KEYWORDS", "LINK_KEYWORDS"]
 
@@ -73,30 +83,48 @@ class Pipeline:
     documents. Analysis never raises into the caller: a failure is logged (logger
     ``streamcrystal``) with the run uid and ends up in the analysis run's stop document.
 
+    With a Dask client (``peak_tracking(..., client=...)``) the call returns once the
+    document's frames are on the cluster (it waits while ``max_in_flight`` items are in
+    flight), and a stop returns once its run is linked and mapped; the graph, and the
+    callbacks subscribed to it, run on the client's event-loop thread.
+
     Attributes
     ----------
     nodes : dict of str -> streamz.Stream
         The graph's nodes by name (``pipe.nodes["locate"].sink(print)`` branches off).
     parameters : dict
         Every parameter the pipeline was built with.
+    dask : streamcrystal.parallel.DaskFrames or None
+        The Dask segment (client, ``max_in_flight``, ``in_flight``), if any.
     """
 
     def __init__(self, source: Stream, outputs: Stream, nodes: Mapping[str, Stream], parameters: Mapping,
-                 result_store: ResultStore) -> None:
+                 result_store: ResultStore, dask: DaskFrames | None = None) -> None:
         self.source = source
         self.outputs = outputs
         self.nodes = dict(nodes)
         self.parameters = dict(parameters)
+        self.dask = dask
         self._results = result_store
         self._subscriptions: dict[int, Stream] = {}
 
     def __call__(self, name: str, doc: Mapping) -> None:
         """Process one document (bluesky callback signature). Never raises."""
         try:
-            self.source.emit((name, doc))
+            with self.dask.entering() if self.dask else contextlib.nullcontext():
+                self.source.emit((name, doc))
+            if name == "stop":
+                self.flush()
         except Exception:  # analysis must never kill acquisition
             run = doc.get("run_start") or doc.get("uid") if isinstance(doc, Mapping) else None
             logger.exception("run %s: the pipeline failed on a %s document", run, name)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every document given so far is processed; False if ``timeout`` (s) ran out.
+
+        A serial pipeline processes each document within its call: always True.
+        """
+        return self.dask.flush(timeout) if self.dask else True
 
     def subscribe(self, callback: Callable[[str, dict], Any]) -> int:
         """Send each output document to ``callback(name, doc)``; returns a token."""
@@ -219,6 +247,8 @@ def peak_tracking(
     handler_registry: Mapping | None = None,
     root_map: Mapping[str, str] | None = None,
     keep_results: int = 8,
+    client: Client | DaskFrames | None = None,
+    max_in_flight: int | None = None,
     **more: Any,
 ) -> Pipeline:
     """Build the streaming peak-tracking pipeline (the "old" crystal-mapping algorithm).
@@ -265,6 +295,20 @@ def peak_tracking(
         For Resource/Datum external data (default: area-detector HDF5).
     keep_results : int
         How many completed runs :meth:`Pipeline.results` keeps in memory.
+    client : distributed.Client, optional
+        Run the per-frame work (average, subtract, clip, locate) on this Dask cluster, one
+        task per frame, between a ``scatter`` and a ``gather`` node; only the features come
+        back. The results are those of the serial pipeline (same features in the same
+        order, same links and maps). Frames from StreamResource/StreamDatum HDF5 files are
+        read by the workers (only the file, dataset and index are sent). A frame that fails
+        is logged and skipped; a frame lost with a worker that died is submitted again. See
+        :mod:`streamcrystal.parallel`; :func:`streamcrystal.parallel.make_client` makes a
+        client from ``"local:N"`` or ``"tcp://host:port"``. A
+        :class:`~streamcrystal.parallel.DaskFrames` (a client with its options) is accepted
+        too.
+    max_in_flight : int, optional
+        With ``client``: the most frames (and stops) on the cluster at once, >= 3; a faster
+        producer waits in ``pipe(name, doc)``. Default: twice the cluster's threads + 1.
     **more
         Any keyword of ``trackpy.locate`` (``minmass=...``) or ``trackpy.link``
         (``memory=...``), sorted to the right one.
@@ -317,25 +361,44 @@ def peak_tracking(
         "engine": engine,
         "subtrahend": _describe_background(background),
     }
-    external = ExternalData(data_key, handler_registry=handler_registry, root_map=root_map)
+    dask = None
+    if client is not None:
+        from .parallel import DaskFrames
+
+        if isinstance(client, DaskFrames):
+            if max_in_flight is not None:
+                raise ValueError("pass max_in_flight to DaskFrames(...), not with it")
+            dask = client
+        else:
+            dask = DaskFrames(client, max_in_flight=max_in_flight)
+        parameters["dask"] = dask.describe()
+    elif max_in_flight is not None:
+        raise ValueError("max_in_flight bounds the frames on a Dask cluster: pass client= too")
+    external = ExternalData(data_key, handler_registry=handler_registry, root_map=root_map,
+                            read_stream_data=dask is None)
     store = ResultStore(keep_results)
     provenance: dict = {}  # filled below, once the graph it describes exists
-    nodes = _build_graph(parameters, external, background, store, provenance)
-    pipe = Pipeline(nodes["documents"], nodes["outputs"], nodes, parameters, store)
+    nodes = _build_graph(parameters, external, background, store, provenance, dask)
+    pipe = Pipeline(nodes["documents"], nodes["outputs"], nodes, parameters, store, dask)
     provenance.update(pipe.provenance)
     return pipe
 
 
 def _build_graph(
-    p: Mapping, external: ExternalData, background, store: ResultStore, provenance: Mapping
+    p: Mapping, external: ExternalData, background, store: ResultStore, provenance: Mapping,
+    dask: DaskFrames | None = None,
 ) -> dict[str, Stream]:
     """Wire the nodes; returns them by name. Nothing per-frame runs here."""
     n: dict[str, Stream] = {}
     input_nodes(n, external, streams={p["stream_name"], p["dark_stream"]} - {None})
     background_node(n, stream_name=p["stream_name"], dark_stream=p["dark_stream"], subtrahend=background)
-    frame_nodes(n)
-    locate_node(n, diameter=p["diameter"], engine=p["engine"], locate_kwargs=p["locate_kwargs"])
-    run_nodes(n, p)
+    if dask is None:
+        frame_nodes(n)
+        locate_node(n, diameter=p["diameter"], engine=p["engine"], locate_kwargs=p["locate_kwargs"])
+        run_nodes(n, p)
+    else:  # per-frame work on the cluster; stops and problems come out after their frames
+        dask.build(n, diameter=p["diameter"], engine=p["engine"], locate_kwargs=p["locate_kwargs"], subtrahend=background)
+        run_nodes(n, p, after_frames=("in_order",))
     n["results"] = n["map"].sink(store.add, stream_name="results")
     # out: one analysis run per raw run
     n["to_event_model"] = (
@@ -411,10 +474,14 @@ def locate_node(n: dict[str, Stream], *, diameter: int, engine: str, locate_kwar
     n["locate"] = n["clip"].map(locate_step, diameter=diameter, engine=engine, **locate_kwargs, stream_name="locate")
 
 
-def run_nodes(n: dict[str, Stream], p: Mapping) -> None:
-    """start + per-frame results + problems + stop -> collect -> link -> map, per run."""
+def run_nodes(n: dict[str, Stream], p: Mapping, *, after_frames: tuple[str, ...] = ("problems", "stop")) -> None:
+    """start + per-frame results + problems + stop -> collect -> link -> map, per run.
+
+    ``after_frames`` names the nodes of the problems and stops (the Dask segment's
+    ``in_order`` brings them after the frames in flight).
+    """
     n["collect"] = (
-        n["start"].union(n["locate"], n["problems"], n["stop"], stream_name="start+results+stop")
+        n["start"].union(n["locate"], *(n[name] for name in after_frames), stream_name="start+results+stop")
         .accumulate(collect_run, start={}, returns_state=True, stream_name="collect")
         .flatten(stream_name="runs done")
     )

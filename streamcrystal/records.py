@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["Routed", "FrameTask", "FrameResult", "RunFeatures", "RunAnalysis", "replace"]
+__all__ = ["Routed", "FrameReference", "FrameTask", "FrameResult", "RunFeatures", "RunAnalysis", "replace"]
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,32 @@ class Routed:
 
 
 @dataclass(frozen=True)
+class FrameReference:
+    """Where the frames of one event live in an HDF5 file, for the process that reads them.
+
+    A task whose ``frames`` is a reference travels as a few hundred bytes: a Dask worker
+    reads the frames itself (:func:`streamcrystal.documents.read_reference`), so no image
+    crosses the network.
+
+    ``index`` is the event's index in the StreamDatum's ``indices``: the dataset holds either
+    one event per leading index (``(n, *event_shape)``) or the frames of each event back to
+    back along its first axis.
+    """
+
+    data_key: str
+    uri: str
+    path: str
+    dataset: str
+    index: int
+    event_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class FrameTask:
     """The per-frame work of one raw event: frames in, processed image, then features out.
 
-    ``frames`` holds the raw frames (or, for external data, ``None`` until filled); ``image``
+    ``frames`` holds the raw frames (or, for external data, ``None`` until filled, or a
+    :class:`FrameReference` when the frames are read where the work runs); ``image``
     the processed image once averaged. Once ``problem`` is set, later steps pass the task on
     untouched and it ends as a skipped frame. ``clipped`` says the image is already
     background-subtracted and clipped (the average step did all three in one pass).

@@ -14,13 +14,17 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from .documents import read_reference
 from .frames import average_frames, clip_negative, image_problem, subtract_background
 from .maps import crystal_maps, grid_of, scan_memory
 from .peaks import empty_features, locate
-from .records import FrameResult, FrameTask, Routed, RunAnalysis, RunFeatures, replace
+from .records import FrameReference, FrameResult, FrameTask, Routed, RunAnalysis, RunFeatures, replace
 from .tracks import concat_features, link_features
 
 __all__ = [
+    "read_step",
+    "frame_step",
+    "skipped_result",
     "average_step",
     "subtract_step",
     "clip_step",
@@ -50,6 +54,23 @@ def _guarded(step: Callable[..., FrameTask]) -> Callable[..., FrameTask]:
             return replace(task, frames=None, image=None, background=None, problem=problem)
 
     return guarded
+
+
+def read_step(task: FrameTask) -> FrameTask:
+    """Read the frames of a task that holds a :class:`~streamcrystal.records.FrameReference`.
+
+    Other tasks pass unchanged. A file that cannot be read makes a skipped frame, with the
+    message of the serial pipeline (which reads StreamDatum frames as they arrive).
+    """
+    ref = task.frames
+    if task.problem is not None or not isinstance(ref, FrameReference):
+        return task
+    try:
+        return replace(task, frames=read_reference(ref))
+    except Exception as err:
+        problem = f"cannot read {ref.data_key!r} from {ref.uri}: {type(err).__name__}: {err}"
+        logger.warning("run %s seq_num %s: %s; skipped", task.run_uid, task.seq_num, problem)
+        return replace(task, frames=None, problem=problem)
 
 
 @_guarded
@@ -91,10 +112,15 @@ def clip_step(task: FrameTask) -> FrameTask:
     return replace(task, image=clip_negative(task.image), clipped=True)
 
 
+def skipped_result(task: FrameTask, problem: str) -> FrameResult:
+    """The result of a frame that was skipped: no features, the problem."""
+    return FrameResult(task.run_uid, task.seq_num, empty_features().assign(frame=np.int64(0))[:0], problem=problem)
+
+
 def locate_step(task: FrameTask, *, diameter: int, engine: str = "fast", **locate_kwargs) -> FrameResult:
     """Locate the peaks of a processed task; the result keeps the features, not the image."""
     if task.problem is not None:
-        return FrameResult(task.run_uid, task.seq_num, empty_features().assign(frame=np.int64(0))[:0], problem=task.problem)
+        return skipped_result(task, task.problem)
     image = task.image
     try:
         # trackpy's percentile threshold is undefined on an all-zero image (a frame equal to
@@ -103,9 +129,31 @@ def locate_step(task: FrameTask, *, diameter: int, engine: str = "fast", **locat
     except Exception as err:
         problem = f"locate failed: {type(err).__name__}: {err}"
         logger.warning("run %s seq_num %s: %s; skipped", task.run_uid, task.seq_num, problem)
-        return FrameResult(task.run_uid, task.seq_num, empty_features().assign(frame=np.int64(0))[:0], problem=problem)
+        return skipped_result(task, problem)
     features["frame"] = np.int64(task.seq_num)
     return FrameResult(task.run_uid, task.seq_num, features, total_intensity=float(image.sum()))
+
+
+def frame_step(task: FrameTask, *, diameter: int, engine: str = "fast", **locate_kwargs) -> FrameResult:
+    """All the per-frame work of one task in one call: read, average, subtract, clip, locate.
+
+    The same steps as the serial graph's nodes, so the features are the same. It never
+    raises: whatever fails becomes a skipped frame, logged with the run uid and ``seq_num``
+    (where it runs, a Dask worker must return a result for every frame it is given).
+
+    Examples
+    --------
+    >>> task = FrameTask("r1", 7, "primary", frames=np.zeros((2, 16, 16)))
+    >>> frame_step(task, diameter=5).problem
+    'average_step failed: ValueError: image is all zero'
+    """
+    try:
+        processed = clip_step(subtract_step(average_step(read_step(task))))
+        return locate_step(processed, diameter=diameter, engine=engine, **locate_kwargs)
+    except Exception as err:  # a bug, not bad data: the run goes on all the same
+        problem = f"frame work failed: {type(err).__name__}: {err}"
+        logger.error("run %s seq_num %s: %s; skipped", task.run_uid, task.seq_num, problem)
+        return skipped_result(task, problem)
 
 
 def apply_background(
@@ -114,8 +162,10 @@ def apply_background(
     """Give each task of ``stream`` its background (the ``background`` node).
 
     The background is ``subtrahend`` if given, else the running mean of the run's
-    ``dark_stream`` frames received so far, else none. Dark tasks are consumed here; a
-    stop document clears its run's dark mean.
+    ``dark_stream`` frames received so far, else none. Dark tasks are consumed here (dark
+    frames given by reference are read here); a stop document clears its run's dark mean.
+    The tasks between two dark frames share one background array, which a Dask pipeline
+    sends to its workers once.
     """
     if isinstance(item, Routed):  # the stop of a run
         state.pop(item.run_uid, None)
@@ -123,20 +173,20 @@ def apply_background(
     if item.stream == dark_stream and item.stream != stream:
         if item.problem is None and subtrahend is None:
             try:
-                dark = average_frames(item.frames)
+                frames = read_reference(item.frames) if isinstance(item.frames, FrameReference) else item.frames
+                dark = average_frames(frames)
             except Exception as err:
                 logger.warning("run %s dark seq_num %s: unusable dark frame (%s); ignored", item.run_uid, item.seq_num, err)
                 return state, []
-            total, count = state.get(item.run_uid, (0.0, 0))
-            state[item.run_uid] = (total + dark, count + 1)
+            total, count, _ = state.get(item.run_uid, (0.0, 0, None))
+            state[item.run_uid] = (total + dark, count + 1, (total + dark) / (count + 1))
         return state, []
     if item.stream != stream:
         return state, []
     if subtrahend is not None:
         background = subtrahend
     elif item.run_uid in state:
-        total, count = state[item.run_uid]
-        background = total / count
+        background = state[item.run_uid][2]
     else:
         background = None
     return state, [replace(item, background=background)]

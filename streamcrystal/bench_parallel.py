@@ -1,0 +1,244 @@
+"""Benchmark: the pipeline on Dask workers against the serial pipeline and ``trackpy.batch``.
+
+Run ``python -m streamcrystal.bench_parallel`` (``--help`` for options). Everything is measured
+in one run on the same machine, on the same synthetic events (3072 x 3888 pixels, 5 uint16
+frames each, Bragg-like spots over dark current and noise), as events/s (medians of repeats):
+
+- ``serial``: ``peak_tracking`` in this process, inline event documents;
+- ``dask 1 worker`` / ``dask 2 workers``: ``peak_tracking(client=...)`` on a LocalCluster of
+  1 or 2 worker processes (one thread each), the frames shipped to the workers;
+- ``dask 2 workers, HDF5``: the frames in an HDF5 file (StreamResource/StreamDatum), the
+  workers read them themselves (only references are sent);
+- ``tp.batch(processes=2)``: trackpy's own parallel ``batch`` on the processed images
+  (averaged, background subtracted, clipped beforehand, not timed): locate only.
+
+and the ratios (2 workers / serial, 1 worker's overhead vs serial, 2 workers / tp.batch,
+HDF5 references / shipped arrays), the peak resident memory of this process and of the
+workers (sampled every 50 ms), and the time per frame of a worker. The modes take turns in
+each repeat, so a neighbour's load slows them alike; the load average is printed. Every
+mode must find the same peaks, or the run stops.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import event_model
+import numpy as np
+
+from .bench import DATA_KEY, LOCATE, raw_documents, synthetic_events
+
+FULL = (3072, 3888)
+
+
+class MemorySampler:
+    """Peak RSS (MB) of this process and the sum over ``pids`` (the workers), sampled in a thread."""
+
+    def __init__(self, pids=(), interval: float = 0.05) -> None:
+        import psutil
+
+        self._main = psutil.Process()
+        self._others = [psutil.Process(pid) for pid in pids]
+        self.interval = interval
+        self.main_mb = self.others_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        mb = 1024 * 1024
+        self.main_mb = max(self.main_mb, self._main.memory_info().rss / mb)
+        with contextlib.suppress(Exception):  # a worker may be restarting
+            self.others_mb = max(self.others_mb, sum(p.memory_info().rss for p in self._others) / mb)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "MemorySampler":
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def hdf5_documents(path: str, n_distinct: int, n_events: int, event_shape):
+    """Documents of a 1 x n_events scan whose frames are in ``path`` (event i: dataset index i % n_distinct)."""
+    run = event_model.compose_run(metadata={"shape": [1, n_events], "extents": [[0, 0], [0, 1]], "snaking": [False, False]})
+    data_keys = {DATA_KEY: {"dtype": "array", "shape": list(event_shape), "source": "bench", "external": "STREAM:"}}
+    descriptor = run.compose_descriptor(name="primary", data_keys=data_keys)
+    resource = run.compose_stream_resource(mimetype="application/x-hdf5", uri=f"file://localhost{path}", data_key=DATA_KEY,
+                                           parameters={"dataset": "/entry/data/data", "chunk_shape": [1, *event_shape]})
+    yield "start", run.start_doc
+    yield "descriptor", descriptor.descriptor_doc
+    yield "stream_resource", resource.stream_resource_doc
+    for i in range(n_events):
+        index = i % n_distinct
+        yield "stream_datum", resource.compose_stream_datum(indices={"start": index, "stop": index + 1},
+                                                            seq_nums={"start": i + 1, "stop": i + 2},
+                                                            descriptor=descriptor.descriptor_doc)
+        yield "event", descriptor.compose_event(data={}, timestamps={}, validate=False)
+    yield "stop", run.compose_stop()
+
+
+def write_hdf5(events, directory: str) -> str:
+    import h5py
+
+    path = os.path.join(directory, "bench_frames.h5")
+    with h5py.File(path, "w") as file:
+        file.create_dataset("/entry/data/data", data=np.stack(events), chunks=(1, *events[0].shape))
+    return path
+
+
+def time_pipeline(make_docs, background, *, client=None, pids=()):
+    """Seconds to feed one run through a new pipeline (the stop returns once it is mapped),
+    the peaks found, peak memory (this process, workers)."""
+    from . import peak_tracking
+
+    pipe = peak_tracking(DATA_KEY, subtrahend=background, search_range=50, client=client, **LOCATE)
+    peaks = []
+    pipe.nodes["locate"].sink(lambda result: peaks.append(result.n_peaks))
+    with MemorySampler(pids) as memory:
+        t0 = time.perf_counter()
+        for name, doc in make_docs():
+            pipe(name, doc)
+        elapsed = time.perf_counter() - t0
+    return elapsed, sum(peaks), (memory.main_mb, memory.others_mb)
+
+
+def time_tp_batch(images, processes: int):
+    import trackpy
+
+    t0 = time.perf_counter()
+    found = trackpy.batch(images, processes=processes, **LOCATE)
+    return time.perf_counter() - t0, len(found)
+
+
+def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) -> dict:
+    """Events/s of every mode (medians), the same events for all; peaks checked equal.
+
+    The modes take turns within each repeat (serial, 1 worker, 2 workers, HDF5,
+    tp.batch, then again), so a neighbour's load on a shared machine slows them alike.
+    """
+    from distributed import Client
+
+    from .frames import process_frames
+    from .peaks import locate
+
+    events, background = synthetic_events(shape)
+    locate(process_frames(events[0], background), **LOCATE)  # numba's compilation, outside the timings
+    n = max(workers)
+    inline = lambda: raw_documents(events, n_events)  # noqa: E731
+    with contextlib.ExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="streamcrystal-bench-"))
+        path = write_hdf5(events, directory)
+        referenced = lambda: hdf5_documents(path, len(events), n_events, events[0].shape)  # noqa: E731
+        clients, pids = {}, {}
+        for size in workers:
+            clients[size] = stack.enter_context(Client(n_workers=size, threads_per_worker=1, processes=True,
+                                                       dashboard_address="127.0.0.1:0"))
+            pids[size] = list(clients[size].run(os.getpid).values())
+            time_pipeline(lambda: raw_documents(events, 2 * size), background, client=clients[size])  # warm-up
+        modes = [("serial", lambda: time_pipeline(inline, background))]
+        for size in workers:
+            label = f"dask {size} worker{'s' if size > 1 else ''}"
+            modes.append((label, lambda size=size: time_pipeline(inline, background, client=clients[size], pids=pids[size])))
+        modes.append((f"dask {n} workers, HDF5", lambda: time_pipeline(referenced, background, client=clients[n], pids=pids[n])))
+        modes.append((f"tp.batch(processes={n})", lambda: _tp_batch_mode(events, background, n_events, n)))
+        times = {label: [] for label, _ in modes}
+        memory = {label: (0.0, 0.0) for label, _ in modes}
+        peaks = {}
+        loads = []
+        for _ in range(repeats):
+            loads.append(os.getloadavg()[0])
+            for label, run in modes:
+                elapsed, peaks[label], mem = run()
+                times[label].append(elapsed)
+                memory[label] = tuple(map(max, memory[label], mem))
+        per_frame = clients[n].run(_worker_ms_per_frame, events[0], background)
+
+    results = {"load_average": loads, "worker_ms_per_frame": statistics.median(per_frame.values())}
+    for label, _ in modes:
+        if peaks[label] != peaks["serial"]:
+            raise RuntimeError(f"{label} found {peaks[label]} peaks, the serial pipeline {peaks['serial']}")
+        rates = sorted(n_events / t for t in times[label])
+        results[label] = {"events_per_s": statistics.median(rates), "range": (rates[0], rates[-1]), "memory_mb": memory[label]}
+        say(f"  {label:<24} {results[label]['events_per_s']:6.2f} events/s ({rates[0]:.2f}-{rates[-1]:.2f})   peak RSS: "
+            f"this process {memory[label][0]:6.0f} MB, workers {memory[label][1]:6.0f} MB")
+    return results
+
+
+def _tp_batch_mode(events, background, n_events: int, processes: int):
+    """tp.batch on the processed images (made here, not timed): seconds, features, memory."""
+    from .frames import process_frames
+
+    images = [process_frames(events[i % len(events)], background) for i in range(n_events)]
+    with MemorySampler() as memory:
+        elapsed, found = time_tp_batch(images, processes)
+    return elapsed, found, (memory.main_mb, 0.0)
+
+
+def _worker_ms_per_frame(frames, background, repeats: int = 2) -> float:
+    """On a worker: milliseconds of the whole per-frame work of one event (warm)."""
+    from .records import FrameTask
+    from .steps import frame_step
+
+    task = FrameTask("bench", 1, "primary", frames=frames, background=background)
+    frame_step(task, **LOCATE)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        frame_step(task, **LOCATE)
+    return (time.perf_counter() - t0) / repeats * 1000
+
+
+def report(results: dict, workers, say=print) -> None:
+    rate = {label: r["events_per_s"] for label, r in results.items() if isinstance(r, dict) and "events_per_s" in r}
+    n = max(workers)
+    serial = rate["serial"]
+    say("ratios:")
+    if f"dask {n} workers" in rate:
+        say(f"  {n} workers / serial:                {rate[f'dask {n} workers'] / serial:5.2f}x")
+    if "dask 1 worker" in rate:
+        say(f"  1 worker overhead vs serial:        {serial / rate['dask 1 worker'] - 1:+6.1%}")
+    if f"dask {n} workers" in rate:
+        say(f"  {n} workers / tp.batch(processes={n}): {rate[f'dask {n} workers'] / rate[f'tp.batch(processes={n})']:5.2f}x")
+    if f"dask {n} workers, HDF5" in rate:
+        say(f"  HDF5 references / shipped arrays:   {rate[f'dask {n} workers, HDF5'] / rate[f'dask {n} workers']:5.2f}x")
+    if "worker_ms_per_frame" in results:
+        ms = results["worker_ms_per_frame"]
+        say(f"per-frame work on one worker: {ms:.0f} ms/event -> {1000 / ms:.2f} events/s per worker core")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streamcrystal.bench_parallel", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=8, help="events per timed run (default 8)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode; medians are reported (default 3)")
+    parser.add_argument("--shape", default=f"{FULL[0]}x{FULL[1]}", help="detector shape, ROWSxCOLS (default %(default)s)")
+    parser.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated (default 1,2)")
+    parser.add_argument("--quick", action="store_true", help="small images, few events, one repeat (a smoke run)")
+    args = parser.parse_args(argv)
+    import trackpy
+
+    trackpy.quiet()
+    shape = (256, 256) if args.quick else tuple(int(n) for n in args.shape.lower().split("x"))
+    n_events, repeats = (4, 1) if args.quick else (args.events, args.repeats)
+    workers = tuple(sorted(int(n) for n in args.workers.split(",")))
+    print(f"{shape[0]} x {shape[1]} x 5 frames uint16 per event, {n_events} events per run, medians (min-max) of "
+          f"{repeats}, modes in turn, {os.cpu_count()} cores")
+    results = measure(shape, n_events=n_events, repeats=repeats, workers=workers)
+    report(results, workers)
+    print("load average (1 min) at each repeat: " + ", ".join(f"{load:.2f}" for load in results["load_average"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,477 @@
+"""Per-frame work on a Dask cluster: the graph segment between ``scatter`` and ``gather``.
+
+With ``peak_tracking(..., client=client)`` the per-frame work of each raw event (read,
+average, subtract, clip, locate: :func:`streamcrystal.steps.frame_step`) runs on the
+workers of a ``dask.distributed`` cluster, and only its features come back::
+
+    background (tasks) ─┐
+    problems ───────────┼─ in_flight ─ scatter ─ frame_work ─ buffer ─ gather ─┬─ locate    FrameResult
+    stop ───────────────┘                (Dask)   (Dask)     (n)              └─ in_order  stops, problems
+
+Two traps of streamz's Dask nodes (streamz 0.6) are avoided here:
+
+1. *An exception in a scattered task stalls the stream for good*: ``gather`` raises inside
+   the ``buffer``'s loop, which dies, so nothing comes out again and ``emit`` blocks once
+   the buffer is full. Here the work never raises (a failing frame becomes a skipped
+   :class:`~streamcrystal.records.FrameResult`, logged with its run uid and ``seq_num``),
+   and :class:`GatherResults` turns whatever error it still meets (a task that killed its
+   workers, a failure downstream) into a skipped frame and a log line, and resubmits a
+   frame whose scattered data went with a dead worker.
+2. *The stop document overtakes the frames in flight*: here the stop (and the problem
+   documents) travel through the same scatter-buffer-gather channel as the frames. That
+   channel is first-in first-out (``buffer`` and ``gather`` are; ``in_flight`` lets one
+   item at a time into ``scatter``, where the frames of one event page would otherwise
+   race), so ``collect`` links a run only after its last frame, and the ``features``
+   stream comes out in ``seq_num`` order, as in the serial pipeline.
+
+The channel is bounded: at most ``max_in_flight`` items are between ``in_flight`` and the
+end of ``gather`` (``buffer`` holds ``max_in_flight - 2``, one is being gathered, one
+waits to enter the buffer), so a producer faster than the cluster waits in
+``Pipeline.__call__`` and memory stays bounded. The graph runs on the client's event loop
+(a thread of a synchronous client), so ``pipe(name, doc)`` works from plain Python and
+from a RunEngine callback; at a stop it waits until the run is linked and mapped.
+
+Frames in HDF5 files (StreamResource/StreamDatum) travel as references (file, dataset,
+index): the workers read them, so no image crosses the network. A background (the
+subtrahend, or a run's dark mean) is sent to every worker once, not with each frame.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from distributed import Client
+from distributed.client import FutureCancelledError
+from streamz import Stream
+from streamz.dask import gather as _dask_gather
+from tornado import gen
+from tornado.locks import Lock
+
+from .errors import StreamCrystalError
+from .records import FrameResult, FrameTask, Routed, replace
+from .steps import frame_step, skipped_result
+
+__all__ = ["DaskFrames", "ClientClosedError", "InFlight", "GatherResults", "WorkerResult", "SHARED", "run_frame", "make_client",
+           "parse_cluster_spec", "dashboard_link"]
+
+logger = logging.getLogger("streamcrystal")
+
+_CARRIED = "streamcrystal item"  # the metadata key under which an item rides along its future
+
+
+# -- on the workers ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """What a worker sends back for one item: the result and the log lines it produced.
+
+    ``log`` holds (level, message) of the ``streamcrystal`` records logged while the item was
+    processed; they are logged again in the client's process, so a skipped frame is reported
+    where the pipeline runs, once.
+    """
+
+    result: Any
+    log: tuple[tuple[int, str], ...] = ()
+
+
+class _Capture(logging.Filter):
+    """Keep (and silence) the records of one thread, to send them back with the result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.records: list[tuple[int, str]] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
+        self.records.append((record.levelno, record.getMessage()))
+        return False
+
+
+@contextmanager
+def _captured_log():
+    capture = _Capture()
+    logger.addFilter(capture)
+    try:
+        yield capture.records
+    finally:
+        logger.removeFilter(capture)
+
+
+@dataclass(frozen=True)
+class Place:
+    """What is scattered for a stop or a problem document: only its place in the channel.
+
+    ``gather`` emits the document itself, which never left the client's process (a problem
+    event may hold a whole image).
+    """
+
+    name: str
+    run_uid: str | None
+
+
+@dataclass(frozen=True)
+class SharedBackground:
+    """Stands for a task's background, sent to the workers once (``run_frame``'s ``background``)."""
+
+
+SHARED = SharedBackground()
+
+
+def run_frame(item, *, work: Callable[..., FrameResult] = frame_step, background: np.ndarray | None = None,
+              **work_kwargs) -> WorkerResult:
+    """The Dask task of one item: ``work(task, **work_kwargs)``, its log lines captured.
+
+    A stop's or problem document's :class:`Place` (which only travels the channel to keep
+    its place) comes back as it is. A task whose background is :data:`SHARED` gets ``background``: the
+    pipeline's subtrahend or the run's dark mean, sent to each worker once rather than
+    with every frame.
+
+    Examples
+    --------
+    >>> task = FrameTask("r1", 3, "primary", frames=np.zeros((2, 8, 8)))
+    >>> out = run_frame(task, diameter=3)
+    >>> out.result.problem, out.log[0][1]
+    ('average_step failed: ValueError: image is all zero', 'run r1 seq_num 3: average_step failed: ValueError: image is all zero; skipped')
+    """
+    if not isinstance(item, FrameTask):
+        return WorkerResult(item)
+    if isinstance(item.background, SharedBackground):
+        item = replace(item, background=background)
+    with _captured_log() as records:
+        result = work(item, **work_kwargs)
+    return WorkerResult(result, tuple(records))
+
+
+# -- in the client's process ---------------------------------------------------------------
+
+class _Flight:
+    """How many items entered the Dask segment and how many came out (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self.entered = 0
+        self.left = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        with self._condition:
+            self.entered += 1
+            self.peak = max(self.peak, self.entered - self.left)
+
+    def leave(self) -> None:
+        with self._condition:
+            self.left += 1
+            self._condition.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every item that entered so far has come out; False on timeout."""
+        with self._condition:
+            target = self.entered
+            return self._condition.wait_for(lambda: self.left >= target, timeout)
+
+
+class InFlight(Stream):
+    """Enter the Dask segment one item at a time: count it, keep it (for resubmission) in the metadata.
+
+    streamz's ``scatter`` is a coroutine per item: the frames of one event page (or one
+    StreamDatum), emitted in one go, would race through it and reach the buffer in any
+    order. Here the next item enters only once the previous one is in the buffer, so the
+    channel stays first-in first-out.
+
+    ``prepare(item)`` (a coroutine) gives what is scattered: a task's background is sent
+    to the workers once, not with every frame; a document, only its :class:`Place`.
+    """
+
+    def __init__(self, upstream: Stream, *, flight: _Flight, prepare: Callable, **kwargs) -> None:
+        self.flight = flight
+        self.prepare = prepare
+        self._turn = Lock()  # tornado's: waiters are served first come, first served
+        super().__init__(upstream, **kwargs)
+
+    @gen.coroutine
+    def update(self, x, who=None, metadata=None):
+        with (yield self._turn.acquire()):
+            self.flight.enter()
+            try:
+                scattered = yield self.prepare(x)
+            except Exception as err:  # the background could not be sent: the frame carries it
+                logger.warning("run %s seq_num %s: background not shared (%s: %s); sent with the frame",
+                               *_where(x), type(err).__name__, err)
+                scattered = x
+            try:
+                result = yield self._emit(scattered, metadata=[*(metadata or []), {_CARRIED: x}])
+            except Exception:  # not in the channel (the client is closed, say): a flush must not wait for it
+                self.flight.leave()
+                raise
+        raise gen.Return(result)
+
+
+def _carried(metadata) -> Any:
+    return next((m[_CARRIED] for m in metadata or [] if _CARRIED in m), None)
+
+
+class GatherResults(_dask_gather):
+    """streamz's ``gather``, made safe: no error stops the stream.
+
+    For each future it gathers a :class:`WorkerResult`, logs its log lines and emits its
+    result. A future cancelled because its data went with a worker that died is resubmitted
+    (``resubmit(item)`` returns a new future; at most ``attempts`` tries); any other error (a
+    task that killed ``distributed.scheduler.allowed-failures`` workers, say) makes a skipped
+    frame, logged with its run uid and ``seq_num``; an error downstream is logged. Every
+    item leaves the segment (``flight.leave``), so a flush never waits for good.
+    """
+
+    def __init__(self, upstream: Stream, *, client: Client, resubmit: Callable, flight: _Flight, attempts: int = 3,
+                 **kwargs) -> None:
+        self.client = client
+        self.resubmit = resubmit
+        self.flight = flight
+        self.attempts = attempts
+        super().__init__(upstream, **kwargs)
+
+    @gen.coroutine
+    def update(self, x, who=None, metadata=None):
+        metadata = metadata or []
+        self._retain_refs(metadata)
+        item = _carried(metadata)
+        try:
+            result = yield self._gather(x, item)
+            out = []
+            try:
+                if result is not None:  # None: an item that did not enter through in_flight, logged
+                    # the item rides no further: downstream nodes would keep it as current_metadata
+                    out = yield self._emit(result, metadata=[m for m in metadata if _CARRIED not in m])
+            except Exception:  # a subscriber that raises must not stop the stream
+                logger.exception("run %s seq_num %s: the nodes after gather failed", *_where(item))
+        finally:
+            self._release_refs(metadata)
+            self.flight.leave()
+        raise gen.Return(out)
+
+    async def _gather(self, future, item):
+        if isinstance(item, Routed):
+            return item  # a stop or a problem: its place in the channel was all that travelled
+        for attempt in range(1, self.attempts + 1):
+            try:
+                outcome = await self.client.gather(future, asynchronous=True)
+                for level, message in outcome.log:
+                    logger.log(level, message)
+                return outcome.result
+            except FutureCancelledError as err:  # its data went with a worker that died
+                if item is None or attempt == self.attempts:
+                    return _failed(item, err, attempt)
+                logger.warning("run %s seq_num %s: lost on the cluster (%s); resubmitted", *_where(item), err)
+                try:
+                    future = await self.resubmit(item)
+                except Exception as resubmit_error:
+                    return _failed(item, resubmit_error, attempt)
+            except Exception as err:
+                return _failed(item, err, attempt)
+
+
+def _where(item) -> tuple:
+    return (getattr(item, "run_uid", None), getattr(item, "seq_num", None))
+
+
+def _failed(item, err: Exception, attempts: int) -> FrameResult | None:
+    problem = f"frame work failed on the cluster after {attempts} attempt(s): {type(err).__name__}: {err}"
+    logger.error("run %s seq_num %s: %s; skipped", *_where(item), problem)
+    return None if item is None else skipped_result(item, problem)
+
+
+class ClientClosedError(StreamCrystalError, RuntimeError):
+    """The Dask client of a parallel pipeline is closed: the pipeline cannot run any more."""
+
+    def __init__(self, client: Client) -> None:
+        self.status = client.status
+        super().__init__(f"the Dask client of this pipeline is {client.status!r}: its event loop, where the graph runs, "
+                         "has stopped; build a new pipeline with a running client")
+
+
+class DaskFrames:
+    """The Dask side of a parallel pipeline: the client, the bound on work in flight, flush.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A synchronous client (``asynchronous=False``, the default); the graph runs on its
+        event loop.
+    max_in_flight : int, optional
+        The most items (frames, stops) between entering the Dask segment and leaving it;
+        at least 3. Default: twice the cluster's threads, plus one.
+    work : callable
+        The per-frame work, ``work(task, **locate_options) -> FrameResult``
+        (default :func:`~streamcrystal.steps.frame_step`); it runs on the workers.
+    attempts : int
+        How many times a frame lost with a worker is submitted before it is skipped.
+    """
+
+    def __init__(self, client: Client, *, max_in_flight: int | None = None, work: Callable = frame_step,
+                 attempts: int = 3) -> None:
+        if not isinstance(client, Client):
+            raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}; "
+                            "make one with streamcrystal.parallel.make_client('local:2')")
+        if client.asynchronous:
+            raise ValueError("peak_tracking(client=...) needs a synchronous Client (asynchronous=False): the pipeline "
+                             "runs on the client's event loop thread and pipe(name, doc) waits for it")
+        if client.status not in ("running", "connecting", "newly-created"):
+            raise ValueError(f"the Dask client is {client.status!r}; pass a running client")
+        if max_in_flight is None:
+            max_in_flight = 2 * max(1, sum(client.nthreads().values())) + 1
+        if not isinstance(max_in_flight, (int, np.integer)) or max_in_flight < 3:
+            raise ValueError(f"max_in_flight must be an integer >= 3 (one item being gathered, one waiting to enter "
+                             f"the buffer, at least one in it), got {max_in_flight!r}")
+        self.client = client
+        self.max_in_flight = int(max_in_flight)
+        self.work = work
+        self.attempts = attempts
+        self._flight = _Flight()
+        self._background = None  # the background array the workers hold now
+        self._work_node = None
+
+    def describe(self) -> dict:
+        """What a provenance records: the scheduler and the bound."""
+        return {"scheduler": self.client.scheduler.address, "max_in_flight": self.max_in_flight}
+
+    def build(self, n: dict[str, Stream], *, diameter: int, engine: str, locate_kwargs: Mapping,
+              subtrahend: np.ndarray | None) -> None:
+        """background + problems + stop -> in_flight -> scatter -> frame_work -> buffer -> gather.
+
+        Adds the nodes ``locate`` (the frame results) and ``in_order`` (the stops and
+        problem documents, each after the frames that came before it).
+        """
+        if self._work_node is not None:
+            raise ValueError("this DaskFrames is the Dask segment of another pipeline already; make one per pipeline")
+        client = self.client
+        self._work_kwargs = {"work": self.work, "diameter": diameter, "engine": engine, **locate_kwargs}
+        kwargs = dict(self._work_kwargs)
+        if subtrahend is not None:  # sent now, so the first frame does not wait for it
+            [kwargs["background"]] = client.scatter([subtrahend], broadcast=True, hash=False)
+            self._background = subtrahend
+        entering = n["background"].union(n["problems"], n["stop"], stream_name="tasks+problems+stops")
+        n["in_flight"] = InFlight(entering, flight=self._flight, prepare=self._prepare, stream_name="in_flight")
+        n["scatter"] = n["in_flight"].scatter(loop=client.loop, stream_name="scatter")
+        n["frame_work"] = n["scatter"].map(run_frame, **kwargs)
+        n["frame_work"].name = "read+average+subtract+clip+locate"  # streamz.dask.map would submit stream_name=
+        n["buffer"] = n["frame_work"].buffer(self.max_in_flight - 2, stream_name="buffer")
+        n["gather"] = GatherResults(n["buffer"], client=client, resubmit=self._resubmit, flight=self._flight,
+                                    attempts=self.attempts, stream_name="gather")
+        n["locate"] = n["gather"].filter(lambda x: isinstance(x, FrameResult), stream_name="locate")
+        n["in_order"] = n["gather"].filter(lambda x: isinstance(x, Routed), stream_name="stops+problems in order")
+        self._work_node = n["frame_work"]
+
+    async def _prepare(self, item):
+        """What is scattered for ``item``: a task's background is replaced by :data:`SHARED`.
+
+        A background not seen before (a run's new dark mean) is sent to every worker once
+        and becomes ``background`` of the ``frame_work`` node, for this task and the next
+        ones: ``in_flight`` lets one item at a time through, so each task is submitted with
+        its own background.
+        """
+        if isinstance(item, Routed):
+            return Place(item.name, item.run_uid)
+        if not isinstance(item, FrameTask) or item.problem is not None or item.background is None:
+            return item
+        if item.background is not self._background:
+            [future] = await self.client.scatter([item.background], broadcast=True, hash=False, asynchronous=True)
+            self._work_node.kwargs["background"] = future
+            self._background = item.background
+        return replace(item, background=SHARED)
+
+    async def _resubmit(self, item):
+        """Send a lost item again, whole (its background too: the shared copy may be lost)."""
+        self._background = None  # share the background anew with the next frame, in case it went too
+        [data] = await self.client.scatter([item], asynchronous=True, hash=False)
+        return self.client.submit(run_frame, data, **self._work_kwargs, pure=False)
+
+    @contextmanager
+    def entering(self):
+        """The context of ``pipe(name, doc)``: streamz's Dask nodes find this client.
+
+        A closed client has stopped its event loop, where the graph runs: rather than wait
+        for good, say so.
+        """
+        if self.client.status not in ("running", "connecting"):
+            raise ClientClosedError(self.client)
+        with self.client.as_current():
+            yield
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every item given so far has come out of ``gather``; False on timeout."""
+        return self._flight.wait(timeout)
+
+    @property
+    def in_flight(self) -> int:
+        """Items between ``in_flight`` and the end of ``gather`` now."""
+        return self._flight.entered - self._flight.left
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most items that were in flight at once."""
+        return self._flight.peak
+
+
+# -- clients -------------------------------------------------------------------------------
+
+_SPEC = re.compile(r"^(?:local:(?P<n>\d+)|(?P<address>(?:tcp|tls|inproc|ucx|ws|wss)://\S+))$")
+
+
+def parse_cluster_spec(spec: str) -> dict:
+    """Parse a cluster spec: ``"local:N"`` or a scheduler address ``"tcp://host:port"``.
+
+    Examples
+    --------
+    >>> parse_cluster_spec("local:2")
+    {'n_workers': 2}
+    >>> parse_cluster_spec("tcp://10.0.0.5:8786")
+    {'address': 'tcp://10.0.0.5:8786'}
+    >>> parse_cluster_spec("local")
+    Traceback (most recent call last):
+    ...
+    ValueError: cluster spec 'local' is not 'local:N' (N >= 1 worker processes on this machine) or 'tcp://host:port' (the address of a running Dask scheduler)
+    """
+    match = _SPEC.match(spec.strip()) if isinstance(spec, str) else None
+    if match is None or (match["n"] is not None and int(match["n"]) < 1):
+        raise ValueError(f"cluster spec {spec!r} is not 'local:N' (N >= 1 worker processes on this machine) or "
+                         "'tcp://host:port' (the address of a running Dask scheduler)")
+    return {"n_workers": int(match["n"])} if match["n"] is not None else {"address": match["address"]}
+
+
+def make_client(spec: str, **cluster_kwargs) -> Client:
+    """A Dask client for a cluster spec, its dashboard link logged.
+
+    ``"local:N"`` starts a ``LocalCluster`` of N worker processes with one thread each,
+    listening on localhost, owned by the client (``client.close()`` stops it);
+    ``"tcp://host:port"`` connects to a running scheduler (its workers need streamcrystal
+    installed). ``cluster_kwargs`` go to ``LocalCluster``.
+
+    The dashboard link is ``client.dashboard_link`` (``None`` if the scheduler serves no
+    dashboard, e.g. without bokeh); it is logged (logger ``streamcrystal``, INFO).
+    """
+    where = parse_cluster_spec(spec)
+    if "n_workers" in where:
+        options = {"n_workers": where["n_workers"], "threads_per_worker": 1, "processes": True,
+                   "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0", **cluster_kwargs}
+        client = Client(**options)
+    else:
+        client = Client(where["address"])
+    link = dashboard_link(client)
+    logger.info("Dask cluster %s: %d workers; dashboard %s", spec, len(client.nthreads()), link or "not served")
+    return client
+
+
+def dashboard_link(client: Client) -> str | None:
+    """The client's dashboard link, or None if its scheduler serves no dashboard."""
+    try:
+        services = client.scheduler_info().get("services", {})
+    except Exception:
+        return None
+    return client.dashboard_link if "dashboard" in services else None
