@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         import trackpy
 
         trackpy.quiet()  # trackpy.link logs a line per frame at INFO
+        # Dask's loggers log every worker's start and stop at INFO, through handlers of their own
+        logging.getLogger("distributed").propagate = False
     try:
         return args.run(args)
     except (ValueError, ConnectionError, FileNotFoundError) as err:

@@ -60,6 +60,9 @@ def replay(db, uid: str, pipeline, *, write: bool = True, progress: bool = False
 
     header = db[uid]
     raw_uid = header.start["uid"]
+    if "analysis_stage" in header.start:
+        raise ValueError(f"run {raw_uid} is an analysis run ({header.start['analysis_stage']}) of raw run "
+                         f"{header.start.get('raw_uid')}: replay the raw run")
     analysis_uid: list[str] = []
     tokens = []
     if write:

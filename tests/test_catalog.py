@@ -225,6 +225,14 @@ def test_cli_simulate_then_replay(tmp_path):
                              "--no-progress"], capture_output=True, text=True, env=env, timeout=180)
     assert replay.returncode == 0, replay.stderr[-3000:]
     assert f"raw run {uid}: 16 events (0 skipped)" in replay.stdout
+    serial = sc.load_results(sc.catalog(tmp_path), uid)
+    # the same on a Dask LocalCluster: the workers read the frames from the HDF5 files
+    parallel = subprocess.run([sys.executable, "-m", "streamcrystal.cli", "replay", uid, "--catalog", str(tmp_path),
+                               "--cluster", "local:2", "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
+    assert "dashboard http://127.0.0.1:" in parallel.stderr
+    assert_same_results(serial, sc.load_results(sc.catalog(tmp_path), uid))
+    assert len(analysis_runs(sc.catalog(tmp_path), uid)) == 2
     missing = subprocess.run([sys.executable, "-m", "streamcrystal.cli", "replay", "nosuchrun", "--catalog",
                               str(tmp_path), "--no-progress"], capture_output=True, text=True, env=env, timeout=180)
     assert missing.returncode == 1 and "nosuchrun" in missing.stderr
