@@ -5,8 +5,9 @@ in one run on the same machine, on the same synthetic events (3072 x 3888 pixels
 frames each, Bragg-like spots over dark current and noise), as events/s (medians of repeats):
 
 - ``serial``: ``peak_tracking`` in this process, inline event documents;
-- ``dask 1 worker`` / ``dask 2 workers``: ``peak_tracking(client=...)`` on a LocalCluster of
-  1 or 2 worker processes (one thread each), the frames shipped to the workers;
+- ``dask 1 worker`` / ``dask 2 workers``: ``peak_tracking(client=...)`` on
+  ``make_client("local:1")`` or ``"local:2"`` (worker processes of one thread each), the
+  frames shipped to the workers;
 - ``dask 2 workers, HDF5``: the frames in an HDF5 file (StreamResource/StreamDatum), the
   workers read them themselves (only references are sent);
 - ``tp.batch(processes=2)``: trackpy's own parallel ``batch`` on the processed images
@@ -129,9 +130,8 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
     The modes take turns within each repeat (serial, 1 worker, 2 workers, HDF5,
     tp.batch, then again), so a neighbour's load on a shared machine slows them alike.
     """
-    from distributed import Client
-
     from .frames import process_frames
+    from .parallel import make_client
     from .peaks import locate
 
     events, background = synthetic_events(shape)
@@ -144,8 +144,7 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
         referenced = lambda: hdf5_documents(path, len(events), n_events, events[0].shape)  # noqa: E731
         clients, pids = {}, {}
         for size in workers:
-            clients[size] = stack.enter_context(Client(n_workers=size, threads_per_worker=1, processes=True,
-                                                       dashboard_address="127.0.0.1:0"))
+            clients[size] = stack.enter_context(make_client(f"local:{size}"))
             pids[size] = list(clients[size].run(os.getpid).values())
             time_pipeline(lambda: raw_documents(events, 2 * size), background, client=clients[size])  # warm-up
         modes = [("serial", lambda: time_pipeline(inline, background))]
