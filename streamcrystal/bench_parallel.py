@@ -5,8 +5,9 @@ in one run on the same machine, on the same synthetic events (3072 x 3888 pixels
 frames each, Bragg-like spots over dark current and noise), as events/s (medians of repeats):
 
 - ``serial``: ``peak_tracking`` in this process, inline event documents;
-- ``dask 1 worker`` / ``dask 2 workers``: ``peak_tracking(client=...)`` on a LocalCluster of
-  1 or 2 worker processes (one thread each), the frames shipped to the workers;
+- ``dask 1 worker`` / ``dask 2 workers``: ``peak_tracking(client=...)`` on
+  ``make_client("local:1")`` or ``"local:2"`` (worker processes of one thread each), the
+  frames shipped to the workers;
 - ``dask 2 workers, HDF5``: the frames in an HDF5 file (StreamResource/StreamDatum), the
   workers read them themselves (only references are sent);
 - ``tp.batch(processes=2)``: trackpy's own parallel ``batch`` on the processed images
@@ -15,8 +16,8 @@ frames each, Bragg-like spots over dark current and noise), as events/s (medians
 and the ratios (2 workers / serial, 1 worker's overhead vs serial, 2 workers / tp.batch,
 HDF5 references / shipped arrays), the peak resident memory of this process and of the
 workers (sampled every 50 ms), and the time per frame of a worker. The modes take turns in
-each repeat, so a neighbour's load slows them alike; the load average is printed. Every
-mode must find the same peaks, or the run stops.
+each repeat, so a neighbour's load slows them alike (the load average before the run is
+printed). Every mode must find the same peaks, or the run stops.
 """
 from __future__ import annotations
 
@@ -129,9 +130,8 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
     The modes take turns within each repeat (serial, 1 worker, 2 workers, HDF5,
     tp.batch, then again), so a neighbour's load on a shared machine slows them alike.
     """
-    from distributed import Client
-
     from .frames import process_frames
+    from .parallel import make_client
     from .peaks import locate
 
     events, background = synthetic_events(shape)
@@ -144,8 +144,7 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
         referenced = lambda: hdf5_documents(path, len(events), n_events, events[0].shape)  # noqa: E731
         clients, pids = {}, {}
         for size in workers:
-            clients[size] = stack.enter_context(Client(n_workers=size, threads_per_worker=1, processes=True,
-                                                       dashboard_address="127.0.0.1:0"))
+            clients[size] = stack.enter_context(make_client(f"local:{size}"))
             pids[size] = list(clients[size].run(os.getpid).values())
             time_pipeline(lambda: raw_documents(events, 2 * size), background, client=clients[size])  # warm-up
         modes = [("serial", lambda: time_pipeline(inline, background))]
@@ -157,16 +156,14 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
         times = {label: [] for label, _ in modes}
         memory = {label: (0.0, 0.0) for label, _ in modes}
         peaks = {}
-        loads = []
         for _ in range(repeats):
-            loads.append(os.getloadavg()[0])
             for label, run in modes:
                 elapsed, peaks[label], mem = run()
                 times[label].append(elapsed)
                 memory[label] = tuple(map(max, memory[label], mem))
         per_frame = clients[n].run(_worker_ms_per_frame, events[0], background)
 
-    results = {"load_average": loads, "worker_ms_per_frame": statistics.median(per_frame.values())}
+    results = {"worker_ms_per_frame": statistics.median(per_frame.values())}
     for label, _ in modes:
         if peaks[label] != peaks["serial"]:
             raise RuntimeError(f"{label} found {peaks[label]} peaks, the serial pipeline {peaks['serial']}")
@@ -233,10 +230,9 @@ def main(argv=None) -> int:
     n_events, repeats = (4, 1) if args.quick else (args.events, args.repeats)
     workers = tuple(sorted(int(n) for n in args.workers.split(",")))
     print(f"{shape[0]} x {shape[1]} x 5 frames uint16 per event, {n_events} events per run, medians (min-max) of "
-          f"{repeats}, modes in turn, {os.cpu_count()} cores")
+          f"{repeats}, modes in turn, {os.cpu_count()} cores, load average before the run {os.getloadavg()[0]:.2f}")
     results = measure(shape, n_events=n_events, repeats=repeats, workers=workers)
     report(results, workers)
-    print("load average (1 min) at each repeat: " + ", ".join(f"{load:.2f}" for load in results["load_average"]))
     return 0
 
 

@@ -19,10 +19,14 @@ Two traps of streamz's Dask nodes (streamz 0.6) are avoided here:
    frame whose scattered data went with a dead worker.
 2. *The stop document overtakes the frames in flight*: here the stop (and the problem
    documents) travel through the same scatter-buffer-gather channel as the frames. That
-   channel is first-in first-out (``buffer`` and ``gather`` are; ``in_flight`` lets one
-   item at a time into ``scatter``, where the frames of one event page would otherwise
-   race), so ``collect`` links a run only after its last frame, and the ``features``
-   stream comes out in ``seq_num`` order, as in the serial pipeline.
+   channel is first-in first-out, so ``collect`` links a run only after its last frame,
+   and the ``features`` stream comes out in ``seq_num`` order, as in the serial pipeline.
+
+Two more showed up on the way: streamz's ``scatter`` is a coroutine per item, so the
+frames of one event page (or StreamDatum), emitted in one go, raced through it and reached
+the buffer out of order (:class:`InFlight` lets one item at a time in); and a scatter to a
+worker that is dying raised into ``emit``, losing the event (:class:`ScatterFrames` sends
+it again).
 
 The channel is bounded: at most ``max_in_flight`` items are between ``in_flight`` and the
 end of ``gather`` (``buffer`` holds ``max_in_flight - 2``, one is being gathered, one
@@ -37,6 +41,7 @@ subtrahend, or a run's dark mean) is sent to every worker once, not with each fr
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
@@ -50,6 +55,7 @@ from distributed import Client
 from distributed.client import FutureCancelledError
 from streamz import Stream
 from streamz.dask import gather as _dask_gather
+from streamz.dask import scatter as _dask_scatter
 from tornado import gen
 from tornado.locks import Lock
 
@@ -57,7 +63,7 @@ from .errors import StreamCrystalError
 from .records import FrameResult, FrameTask, Routed, replace
 from .steps import frame_step, skipped_result
 
-__all__ = ["DaskFrames", "ClientClosedError", "InFlight", "GatherResults", "WorkerResult", "SHARED", "run_frame", "make_client",
+__all__ = ["DaskFrames", "ClientClosedError", "InFlight", "ScatterFrames", "GatherResults", "WorkerResult", "SHARED", "run_frame", "make_client",
            "parse_cluster_spec", "dashboard_link"]
 
 logger = logging.getLogger("streamcrystal")
@@ -214,6 +220,41 @@ class InFlight(Stream):
         raise gen.Return(result)
 
 
+class ScatterFrames(_dask_scatter):
+    """streamz's ``scatter``, on an explicit client, tried again when a worker dies meanwhile.
+
+    streamz's own scatter raises into ``emit`` when the worker it sends to is dying: the
+    event would be lost. Here the item is sent again (to a live worker) up to ``attempts``
+    times, a moment apart, before the error goes up.
+    """
+
+    def __init__(self, upstream: Stream, *, client: Client, attempts: int = 3, **kwargs) -> None:
+        self.client = client
+        self.attempts = attempts
+        super().__init__(upstream, loop=client.loop, **kwargs)
+
+    @gen.coroutine
+    def update(self, x, who=None, metadata=None):
+        self._retain_refs(metadata)
+        try:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    # a list, so that the item is one piece of data whatever its type; no hash:
+                    # equal frames of two events are two pieces of data
+                    [future] = yield self.client.scatter([x], asynchronous=True, hash=False)
+                    break
+                except OSError as err:  # CommClosedError, a timeout: the worker went
+                    if attempt == self.attempts:
+                        raise
+                    logger.warning("run %s seq_num %s: sending to the cluster failed (%s: %s); again",
+                                   *_where(_carried(metadata)), type(err).__name__, err)
+                    yield gen.sleep(0.2 * attempt)
+            result = yield self._emit(future, metadata=metadata)
+        finally:
+            self._release_refs(metadata)
+        raise gen.Return(result)
+
+
 def _carried(metadata) -> Any:
     return next((m[_CARRIED] for m in metadata or [] if _CARRIED in m), None)
 
@@ -261,19 +302,20 @@ class GatherResults(_dask_gather):
             return item  # a stop or a problem: its place in the channel was all that travelled
         for attempt in range(1, self.attempts + 1):
             try:
+                if future is None:
+                    future = await self.resubmit(item)
                 outcome = await self.client.gather(future, asynchronous=True)
                 for level, message in outcome.log:
                     logger.log(level, message)
                 return outcome.result
-            except FutureCancelledError as err:  # its data went with a worker that died
+            except (FutureCancelledError, OSError) as err:  # its data went with a worker that died
                 if item is None or attempt == self.attempts:
                     return _failed(item, err, attempt)
-                logger.warning("run %s seq_num %s: lost on the cluster (%s); resubmitted", *_where(item), err)
-                try:
-                    future = await self.resubmit(item)
-                except Exception as resubmit_error:
-                    return _failed(item, resubmit_error, attempt)
-            except Exception as err:
+                logger.warning("run %s seq_num %s: lost on the cluster (%s: %s); resubmitted",
+                               *_where(item), type(err).__name__, err)
+                future = None
+                await asyncio.sleep(0.2 * (attempt - 1))
+            except Exception as err:  # the task raised, or killed its workers
                 return _failed(item, err, attempt)
 
 
@@ -329,6 +371,10 @@ class DaskFrames:
         if not isinstance(max_in_flight, (int, np.integer)) or max_in_flight < 3:
             raise ValueError(f"max_in_flight must be an integer >= 3 (one item being gathered, one waiting to enter "
                              f"the buffer, at least one in it), got {max_in_flight!r}")
+        if not client.direct_to_workers:
+            logger.info("the Dask client of %s sends each frame to the workers through the scheduler; "
+                        "Client(..., direct_to_workers=True) sends it straight (make_client does, for local:N)",
+                        client.scheduler.address)
         self.client = client
         self.max_in_flight = int(max_in_flight)
         self.work = work
@@ -358,7 +404,7 @@ class DaskFrames:
             self._background = subtrahend
         entering = n["background"].union(n["problems"], n["stop"], stream_name="tasks+problems+stops")
         n["in_flight"] = InFlight(entering, flight=self._flight, prepare=self._prepare, stream_name="in_flight")
-        n["scatter"] = n["in_flight"].scatter(loop=client.loop, stream_name="scatter")
+        n["scatter"] = ScatterFrames(n["in_flight"], client=client, attempts=self.attempts, stream_name="scatter")
         n["frame_work"] = n["scatter"].map(run_frame, **kwargs)
         n["frame_work"].name = "read+average+subtract+clip+locate"  # streamz.dask.map would submit stream_name=
         n["buffer"] = n["frame_work"].buffer(self.max_in_flight - 2, stream_name="buffer")
@@ -445,13 +491,16 @@ def parse_cluster_spec(spec: str) -> dict:
     return {"n_workers": int(match["n"])} if match["n"] is not None else {"address": match["address"]}
 
 
-def make_client(spec: str, **cluster_kwargs) -> Client:
+def make_client(spec: str, **kwargs) -> Client:
     """A Dask client for a cluster spec, its dashboard link logged.
 
     ``"local:N"`` starts a ``LocalCluster`` of N worker processes with one thread each,
-    listening on localhost, owned by the client (``client.close()`` stops it);
-    ``"tcp://host:port"`` connects to a running scheduler (its workers need streamcrystal
-    installed). ``cluster_kwargs`` go to ``LocalCluster``.
+    listening on localhost, owned by the client (``client.close()`` stops it); its frames
+    go straight to the workers (``direct_to_workers=True``), not through the scheduler,
+    which lives in this process. ``"tcp://host:port"`` connects to a running scheduler (its
+    workers need streamcrystal installed); pass ``direct_to_workers=True`` if this machine
+    can reach the workers, which saves the scheduler a copy of every frame. ``kwargs`` go
+    to ``LocalCluster``, or to ``Client`` for an address.
 
     The dashboard link is ``client.dashboard_link`` (``None`` if the scheduler serves no
     dashboard, e.g. without bokeh); it is logged (logger ``streamcrystal``, INFO).
@@ -459,10 +508,10 @@ def make_client(spec: str, **cluster_kwargs) -> Client:
     where = parse_cluster_spec(spec)
     if "n_workers" in where:
         options = {"n_workers": where["n_workers"], "threads_per_worker": 1, "processes": True,
-                   "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0", **cluster_kwargs}
+                   "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0", "direct_to_workers": True, **kwargs}
         client = Client(**options)
     else:
-        client = Client(where["address"])
+        client = Client(where["address"], **kwargs)
     link = dashboard_link(client)
     logger.info("Dask cluster %s: %d workers; dashboard %s", spec, len(client.nthreads()), link or "not served")
     return client

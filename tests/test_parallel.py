@@ -255,7 +255,7 @@ def test_visualize_shows_the_scatter_and_gather_nodes(client, tmp_path):
     assert {"in_flight", "scatter", "frame_work", "buffer", "gather", "locate", "in_order"} <= set(pipe.nodes)
     pipe.visualize(str(tmp_path / "graph.svg"))
     labels = re.findall(r">\s*([^<>]+?)\s*</text>", (tmp_path / "graph.svg").read_text())
-    for label in ("scatter scatter", "read average subtract clip locate map", "buffer buffer", "gather GatherResults"):
+    for label in ("scatter ScatterFrames", "read average subtract clip locate map", "buffer buffer", "gather GatherResults"):
         assert any(found.startswith(label) for found in labels), (label, labels)
     assert ["gather", "locate"] in pipe.provenance["edges"]
 
@@ -269,6 +269,18 @@ def test_bad_dask_options_say_what_to_pass(client):
         streamcrystal.peak_tracking(DATA_KEY, **LOCATE, search_range=5, client="local:2")
     with pytest.raises(ValueError, match="'local:two' is not 'local:N'"):
         make_client("local:two")
+
+
+def test_make_client_local_starts_worker_processes_of_one_thread(caplog):
+    caplog.set_level(logging.INFO, logger="streamcrystal")
+    local = make_client("local:1")
+    try:
+        assert list(local.nthreads().values()) == [1] and local.direct_to_workers
+        assert local.scheduler.address.startswith("tcp://127.0.0.1:")
+        assert any("local:1: 1 workers; dashboard" in r.getMessage() for r in caplog.records)
+    finally:
+        local.close()
+    assert local.status == "closed"
 
 
 def test_make_client_connects_to_a_scheduler_address_and_logs_the_dashboard(client, caplog):
