@@ -54,6 +54,7 @@ import numpy as np
 from distributed import Client
 from distributed.client import FutureCancelledError
 from streamz import Stream
+from streamz.dask import buffer as _dask_buffer
 from streamz.dask import gather as _dask_gather
 from streamz.dask import scatter as _dask_scatter
 from tornado import gen
@@ -63,7 +64,7 @@ from .errors import StreamCrystalError
 from .records import FrameResult, FrameTask, Routed, replace
 from .steps import frame_step, skipped_result
 
-__all__ = ["DaskFrames", "ClientClosedError", "InFlight", "ScatterFrames", "GatherResults", "WorkerResult", "SHARED", "run_frame", "make_client",
+__all__ = ["DaskFrames", "ClientClosedError", "PipelineClosedError", "InFlight", "ScatterFrames", "BufferFrames", "GatherResults", "WorkerResult", "SHARED", "run_frame", "make_client",
            "parse_cluster_spec", "dashboard_link"]
 
 logger = logging.getLogger("streamcrystal")
@@ -255,6 +256,27 @@ class ScatterFrames(_dask_scatter):
         raise gen.Return(result)
 
 
+_CLOSE = object()  # put in the buffer to end its loop
+
+
+class BufferFrames(_dask_buffer):
+    """streamz's ``buffer``, whose loop can be ended (:meth:`DaskFrames.close`).
+
+    streamz's loop runs for good, holding the node and, through its upstreams, the whole
+    graph and the background it gave the workers: a pipeline that is dropped would never be
+    freed.
+    """
+
+    @gen.coroutine
+    def cb(self):
+        while True:
+            x, metadata = yield self.queue.get()
+            if x is _CLOSE:
+                return
+            yield self._emit(x, metadata=metadata)
+            self._release_refs(metadata)
+
+
 def _carried(metadata) -> Any:
     return next((m[_CARRIED] for m in metadata or [] if _CARRIED in m), None)
 
@@ -338,6 +360,13 @@ class ClientClosedError(StreamCrystalError, RuntimeError):
                          "has stopped; build a new pipeline with a running client")
 
 
+class PipelineClosedError(StreamCrystalError, RuntimeError):
+    """A parallel pipeline was closed (:meth:`Pipeline.close`): it takes no more documents."""
+
+    def __init__(self) -> None:
+        super().__init__("this pipeline was closed: its Dask segment stopped; build a new pipeline")
+
+
 class DaskFrames:
     """The Dask side of a parallel pipeline: the client, the bound on work in flight, flush.
 
@@ -382,6 +411,8 @@ class DaskFrames:
         self._flight = _Flight()
         self._background = None  # the background array the workers hold now
         self._work_node = None
+        self._buffer_node = None
+        self._closed = False
 
     def describe(self) -> dict:
         """What a provenance records: the scheduler and the bound."""
@@ -407,12 +438,13 @@ class DaskFrames:
         n["scatter"] = ScatterFrames(n["in_flight"], client=client, attempts=self.attempts, stream_name="scatter")
         n["frame_work"] = n["scatter"].map(run_frame, **kwargs)
         n["frame_work"].name = "read+average+subtract+clip+locate"  # streamz.dask.map would submit stream_name=
-        n["buffer"] = n["frame_work"].buffer(self.max_in_flight - 2, stream_name="buffer")
+        n["buffer"] = BufferFrames(n["frame_work"], self.max_in_flight - 2, stream_name="buffer")
         n["gather"] = GatherResults(n["buffer"], client=client, resubmit=self._resubmit, flight=self._flight,
                                     attempts=self.attempts, stream_name="gather")
         n["locate"] = n["gather"].filter(lambda x: isinstance(x, FrameResult), stream_name="locate")
         n["in_order"] = n["gather"].filter(lambda x: isinstance(x, Routed), stream_name="stops+problems in order")
         self._work_node = n["frame_work"]
+        self._buffer_node = n["buffer"]
 
     async def _prepare(self, item):
         """What is scattered for ``item``: a task's background is replaced by :data:`SHARED`.
@@ -445,6 +477,8 @@ class DaskFrames:
         A closed client has stopped its event loop, where the graph runs: rather than wait
         for good, say so.
         """
+        if self._closed:
+            raise PipelineClosedError()
         if self.client.status not in ("running", "connecting"):
             raise ClientClosedError(self.client)
         with self.client.as_current():
@@ -453,6 +487,20 @@ class DaskFrames:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every item given so far has come out of ``gather``; False on timeout."""
         return self._flight.wait(timeout)
+
+    def close(self) -> None:
+        """End the buffer's loop on the client's event loop and let the workers drop the background.
+
+        Items still in flight are given up; call :meth:`flush` first to keep them.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._work_node is not None:
+            self._work_node.kwargs.pop("background", None)
+            if self.client.status == "running":  # after the items queued before it
+                self.client.loop.add_callback(self._buffer_node.queue.put, (_CLOSE, []))
+        self._background = None
 
     @property
     def in_flight(self) -> int:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from streamz import Stream
+from streamz.sinks import Sink
 
 from . import __version__
 from .analysis_run import to_event_model
@@ -105,11 +106,15 @@ class Pipeline:
         self.nodes = dict(nodes)
         self.parameters = dict(parameters)
         self.dask = dask
+        self._closed = False
         self._results = result_store
         self._subscriptions: dict[int, Stream] = {}
 
     def __call__(self, name: str, doc: Mapping) -> None:
         """Process one document (bluesky callback signature). Never raises."""
+        if self._closed:
+            logger.error("this pipeline was closed; the %s document is ignored", name)
+            return
         try:
             with self.dask.entering() if self.dask else contextlib.nullcontext():
                 self.source.emit((name, doc))
@@ -125,6 +130,25 @@ class Pipeline:
         A serial pipeline processes each document within its call: always True.
         """
         return self.dask.flush(timeout) if self.dask else True
+
+    def close(self) -> None:
+        """Let the graph go: later documents are refused (logged), and its memory can be freed.
+
+        streamz keeps every sink in a module-level set, and with it the whole graph it hangs
+        from: ``close`` disconnects the sinks (the subscriptions, ``results``, branches such as
+        ``pipe.nodes["locate"].sink_to_list()``). With Dask it also ends the buffer's coroutine
+        on the client's event loop and frees the background held by the workers; frames
+        still in flight are given up (:meth:`flush` first). :meth:`results` still answers.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self.dask is not None:
+            self.dask.close()
+        for node in _connected(self.source):
+            if isinstance(node, Sink):
+                node.destroy()
+        self._subscriptions.clear()
 
     def subscribe(self, callback: Callable[[str, dict], Any]) -> int:
         """Send each output document to ``callback(name, doc)``; returns a token."""
@@ -177,6 +201,20 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.parameters.get('data_key')!r}: {len(self.nodes)} nodes>"
+
+
+def _connected(source: Stream) -> list[Stream]:
+    """Every node connected to ``source``, up or down."""
+    seen: dict[int, Stream] = {}
+    todo = [source]
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen[id(node)] = node
+        todo.extend(node.downstreams)
+        todo.extend(node.upstreams)
+    return list(seen.values())
 
 
 def _versions() -> dict[str, str]:

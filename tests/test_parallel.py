@@ -5,12 +5,14 @@ The injected work functions below are nested functions: Dask ships them by value
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
 import re
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -255,7 +257,7 @@ def test_visualize_shows_the_scatter_and_gather_nodes(client, tmp_path):
     assert {"in_flight", "scatter", "frame_work", "buffer", "gather", "locate", "in_order"} <= set(pipe.nodes)
     pipe.visualize(str(tmp_path / "graph.svg"))
     labels = re.findall(r">\s*([^<>]+?)\s*</text>", (tmp_path / "graph.svg").read_text())
-    for label in ("scatter ScatterFrames", "read average subtract clip locate map", "buffer buffer", "gather GatherResults"):
+    for label in ("scatter ScatterFrames", "read average subtract clip locate map", "buffer BufferFrames", "gather GatherResults"):
         assert any(found.startswith(label) for found in labels), (label, labels)
     assert ["gather", "locate"] in pipe.provenance["edges"]
 
@@ -301,6 +303,23 @@ def test_a_closed_client_is_logged_not_waited_for(client, scan, caplog_streamcry
     feed(pipe, compose_raw_run(frames[:2], grid=(1, 2)), timeout=30)  # its event loop is gone: nothing may wait on it
     errors = [r for r in caplog_streamcrystal.records if r.exc_info and isinstance(r.exc_info[1], ClientClosedError)]
     assert errors and "'closed'" in str(errors[0].exc_info[1]) and out == []
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_close_lets_the_graph_and_the_workers_background_go(client, scan, parallel, caplog_streamcrystal):
+    frames, background = scan
+    pipe, out = make_pipe(client if parallel else None, subtrahend=background)
+    feed(pipe, compose_raw_run(frames[:2], grid=(1, 2)))
+    node = weakref.ref(pipe.nodes["collect"])
+    key = pipe.dask._work_node.kwargs["background"].key if parallel else None
+    pipe.close()
+    pipe("start", {"uid": "late", "time": 0.0})  # refused, logged, does not wait
+    assert len(pipe.results().frames) == 2
+    assert any("pipeline was closed" in r.getMessage() for r in caplog_streamcrystal.records)
+    del pipe
+    wait_for(lambda: gc.collect() is not None and node() is None, timeout=10)
+    if parallel:
+        wait_for(lambda: key not in client.who_has(), timeout=10)
 
 
 def test_a_worker_killed_mid_run_loses_nothing(client, scan, caplog_streamcrystal):
