@@ -11,16 +11,11 @@ the mean of each run's ``dark`` stream unless ``--subtrahend file.npy`` is given
 rows of the scan stays one particle (see ``peak_tracking.py``). The seed's
 ``BestEffortCallback`` has no place in a server: ``serve`` prints one line per run.
 """
-from streamcrystal import peak_tracking
+from streamcrystal import load_pipeline
 
-PARAMETERS = {
-    "data_key": "dexela_image",
-    "diameter": 15,
-    "percentile": 80,
-    "separation": 100,
-    "search_range": 50,
-    "memory": "grid",
-}
+#: The seed's graph is the peak-tracking pipeline file's, with its parameters.
+_PEAK_TRACKING = load_pipeline("peak_tracking")
+PARAMETERS = dict(_PEAK_TRACKING.PARAMETERS)
 
 #: Where ``streamcrystal serve`` listens unless told otherwise (the seed's RemoteDispatcher).
 SERVE = {"address": "localhost:5568", "prefix": "raw"}
@@ -28,5 +23,4 @@ SERVE = {"address": "localhost:5568", "prefix": "raw"}
 
 def make_pipeline(**overrides):
     """The seed server's pipeline, with ``overrides`` (``subtrahend``, ``minmass``, ...)."""
-    parameters = {**PARAMETERS, **overrides}
-    return peak_tracking(parameters.pop("data_key"), **parameters)
+    return _PEAK_TRACKING.make_pipeline(**overrides)

@@ -40,11 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.add_argument("--output", type=Path, default=Path("streamcrystal-output"), help="directory for figures and tables")
-    demo.add_argument("--grid", type=_shape, default=(16, 12), help="scan grid ROWSxCOLS")
-    demo.add_argument("--detector", type=_shape, default=(1024, 1024), help="detector ROWSxCOLS")
-    demo.add_argument("--frames", type=int, default=5, help="frames per grid point")
-    demo.add_argument("--grains", type=int, default=6, help="crystalline grains in the rod")
-    demo.add_argument("--seed", type=int, default=0, help="simulation seed")
+    _scan_options(demo)
     demo.add_argument("--pipeline", default="peak_tracking", help="pipeline file, by name or path")
     demo.add_argument("--minmass", type=float, default=None, help="trackpy minmass (default: set from the simulated noise)")
     demo.add_argument("--maxsize", type=float, default=3.0,
@@ -61,11 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "frames to HDF5 files in the catalog's data directory and the run is stored in the catalog.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    simulate.add_argument("--grid", type=_shape, default=(16, 12), help="scan grid ROWSxCOLS")
-    simulate.add_argument("--detector", type=_shape, default=(1024, 1024), help="detector ROWSxCOLS")
-    simulate.add_argument("--frames", type=int, default=5, help="frames per grid point")
-    simulate.add_argument("--grains", type=int, default=6, help="crystalline grains in the rod")
-    simulate.add_argument("--seed", type=int, default=0, help="simulation seed")
+    _scan_options(simulate)
     simulate.add_argument("--dark-frames", type=int, default=2, help="readings of a 'dark' stream, shutter closed")
     _catalog_options(simulate)
     simulate.set_defaults(run=run_simulate)
@@ -96,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_commands(commands)
     return parser
+
+
+def _scan_options(parser: argparse.ArgumentParser) -> None:
+    """The simulated scan's options (demo and simulate)."""
+    parser.add_argument("--grid", type=_shape, default=(16, 12), help="scan grid ROWSxCOLS")
+    parser.add_argument("--detector", type=_shape, default=(1024, 1024), help="detector ROWSxCOLS")
+    parser.add_argument("--frames", type=int, default=5, help="frames per grid point")
+    parser.add_argument("--grains", type=int, default=6, help="crystalline grains in the rod")
+    parser.add_argument("--seed", type=int, default=0, help="simulation seed")
 
 
 def _catalog_options(parser: argparse.ArgumentParser) -> None:

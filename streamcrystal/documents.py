@@ -288,6 +288,22 @@ def resource_path(uri: str, root_map: Mapping[str, str] | None = None) -> str:
 _DEFAULT_DATASET = "/entry/data/data"
 
 
+def append_hdf5(path, dataset_name: str, index: int, value: np.ndarray) -> None:
+    """Write ``value`` as entry ``index`` of an extendable dataset ``(n, *value.shape)``, one
+    chunk per entry, creating file and dataset as needed. The file is opened and closed each
+    time, so readers may open it between appends (HDF5 locks a file open for writing).
+    """
+    import h5py
+
+    with h5py.File(path, "a") as file:
+        if dataset_name not in file:
+            file.create_dataset(dataset_name, shape=(0, *value.shape), maxshape=(None, *value.shape),
+                                dtype=value.dtype, chunks=(1, *value.shape))
+        dataset = file[dataset_name]
+        dataset.resize(index + 1, axis=0)
+        dataset[index] = value
+
+
 def read_hdf5_blocks(resource: Mapping, indices: range, *, event_shape, root_map=None) -> list[np.ndarray]:
     """Read the frames of ``indices`` from the HDF5 dataset of a StreamResource.
 

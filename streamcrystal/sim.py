@@ -164,19 +164,13 @@ class HDF5FrameWriter:
     def append(self, state: str, frames: np.ndarray) -> None:
         import uuid
 
-        import h5py
+        from .documents import append_hdf5
 
         if self.path is None:
             raise RuntimeError("the detector writes to HDF5 only while staged (inside a plan's run)")
         index = self._counts.get(state, 0)
-        with h5py.File(self.path, "a") as file:
-            name = f"/entry/{state}"
-            if name not in file:
-                file.create_dataset(name, shape=(0, *frames.shape), maxshape=(None, *frames.shape),
-                                    dtype=frames.dtype, chunks=(1, *frames.shape))
-            dataset = file[name]
-            dataset.resize(index + 1, axis=0)
-            dataset[index] = frames
+        name = f"/entry/{state}"
+        append_hdf5(self.path, name, index, frames)
         self._counts[state] = index + 1
         if state not in self._resources:
             resource_uid = str(uuid.uuid4())

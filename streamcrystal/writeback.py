@@ -87,18 +87,12 @@ class ArraysToHDF5:
         return None
 
     def _write(self, run: dict, descriptor: str, key: str, value: np.ndarray, seq_num: int) -> list:
-        import h5py
+        from .documents import append_hdf5
 
         self.directory.mkdir(parents=True, exist_ok=True)
         dataset_name = f"/{descriptor}/{key}"
         index = run["counts"].get(dataset_name, 0)
-        with h5py.File(run["path"], "a") as file:
-            if dataset_name not in file:
-                file.create_dataset(dataset_name, shape=(0, *value.shape), maxshape=(None, *value.shape),
-                                    dtype=value.dtype, chunks=(1, *value.shape))
-            dataset = file[dataset_name]
-            dataset.resize(index + 1, axis=0)
-            dataset[index] = value
+        append_hdf5(run["path"], dataset_name, index, value)
         run["counts"][dataset_name] = index + 1
         docs = []
         if dataset_name not in run["resources"]:
