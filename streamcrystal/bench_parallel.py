@@ -4,7 +4,9 @@ Run ``python -m streamcrystal.bench_parallel`` (``--help`` for options). Everyth
 in one run on the same machine, on the same synthetic events (3072 x 3888 pixels, 5 uint16
 frames each, Bragg-like spots over dark current and noise), as events/s (medians of repeats):
 
-- ``serial``: ``peak_tracking`` in this process, inline event documents;
+- ``serial``: ``peak_tracking`` in this process, inline event documents (frames in memory);
+- ``serial, HDF5``: the same, the frames read from an HDF5 file (StreamResource/StreamDatum),
+  as a replay of a stored run or a detector writing files gives them;
 - ``dask 1 worker`` / ``dask 2 workers``: ``peak_tracking(client=...)`` on
   ``make_client("local:1")`` or ``"local:2"`` (worker processes of one thread each), the
   frames shipped to the workers;
@@ -13,8 +15,9 @@ frames each, Bragg-like spots over dark current and noise), as events/s (medians
 - ``tp.batch(processes=2)``: trackpy's own parallel ``batch`` on the processed images
   (averaged, background subtracted, clipped beforehand, not timed): locate only.
 
-and the ratios (2 workers / serial, 1 worker's overhead vs serial, 2 workers / tp.batch,
-HDF5 references / shipped arrays), the peak resident memory of this process and of the
+and the ratios (2 workers / serial with the frames in memory, 2 workers / serial with the
+frames in HDF5 files for both, 1 worker's overhead vs serial, 2 workers / tp.batch, HDF5
+references / shipped arrays), the peak resident memory of this process and of the
 workers (sampled every 50 ms), and the time per frame of a worker. The modes take turns in
 each repeat, so a neighbour's load slows them alike (the load average before the run is
 printed). Every mode must find the same peaks, or the run stops.
@@ -148,7 +151,8 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
             clients[size] = stack.enter_context(make_client(f"local:{size}"))
             pids[size] = list(clients[size].run(os.getpid).values())
             time_pipeline(lambda: raw_documents(events, 2 * size), background, client=clients[size])  # warm-up
-        modes = [("serial", lambda: time_pipeline(inline, background))]
+        modes = [("serial", lambda: time_pipeline(inline, background)),
+                 ("serial, HDF5", lambda: time_pipeline(referenced, background))]
         for size in workers:
             label = f"dask {size} worker{'s' if size > 1 else ''}"
             modes.append((label, lambda size=size: time_pipeline(inline, background, client=clients[size], pids=pids[size])))
@@ -210,6 +214,8 @@ def report(results: dict, workers, say=print) -> None:
     if f"dask {n} workers" in rate:
         say(f"  {n} workers / tp.batch(processes={n}): {rate[f'dask {n} workers'] / rate[f'tp.batch(processes={n})']:5.2f}x")
     if f"dask {n} workers, HDF5" in rate:
+        say(f"  {n} workers / serial, both HDF5:      {rate[f'dask {n} workers, HDF5'] / rate['serial, HDF5']:5.2f}x")
+        say(f"  {n} workers HDF5 / serial in memory:  {rate[f'dask {n} workers, HDF5'] / serial:5.2f}x")
         say(f"  HDF5 references / shipped arrays:   {rate[f'dask {n} workers, HDF5'] / rate[f'dask {n} workers']:5.2f}x")
     if "worker_ms_per_frame" in results:
         ms = results["worker_ms_per_frame"]
@@ -218,7 +224,7 @@ def report(results: dict, workers, say=print) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streamcrystal.bench_parallel", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=8, help="events per timed run (default 8)")
+    parser.add_argument("--events", type=int, default=16, help="events per timed run (default 16)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode; medians are reported (default 3)")
     parser.add_argument("--shape", default=f"{FULL[0]}x{FULL[1]}", help="detector shape, ROWSxCOLS (default %(default)s)")
     parser.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated (default 1,2)")

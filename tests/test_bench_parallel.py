@@ -9,8 +9,8 @@ from streamcrystal import bench_parallel
 def test_quick_benchmark_prints_every_mode_and_ratio(capsys):
     assert bench_parallel.main(["--quick"]) == 0
     out = capsys.readouterr().out
-    for line in ("serial", "dask 1 worker", "dask 2 workers", "dask 2 workers, HDF5", "tp.batch(processes=2)",
-                 "2 workers / serial:", "1 worker overhead vs serial:", "2 workers / tp.batch(processes=2):",
+    for line in ("serial", "serial, HDF5", "dask 1 worker", "dask 2 workers", "dask 2 workers, HDF5", "tp.batch(processes=2)",
+                 "2 workers / serial:", "2 workers / serial, both HDF5:", "1 worker overhead vs serial:", "2 workers / tp.batch(processes=2):",
                  "HDF5 references / shipped arrays:", "ms/event"):
         assert line in out, (line, out)
 
