@@ -49,13 +49,16 @@ def _catalog(args):
 
 def _destination(args):
     """``(insert, db, description)``: the ``insert(name, doc)`` of the chosen destination (the
-    catalog's ``db.insert``, or a JSON-lines writer), the catalog (None for --jsonl)."""
+    catalog's :func:`~streamcrystal.writeback.analysis_inserter`, or a JSON-lines writer), the
+    catalog (None for --jsonl)."""
     if args.jsonl is not None:
         from .jsonl import JsonlWriter
 
         return JsonlWriter(args.jsonl), None, f"{args.jsonl}/"
+    from .writeback import analysis_inserter
+
     db = _catalog(args)
-    return db.insert, db, f"catalog {args.uri or args.catalog or 'at the default path'}"
+    return analysis_inserter(db), db, f"catalog {args.uri or args.catalog or 'at the default path'}"
 
 
 def add_commands(commands) -> None:
@@ -86,6 +89,9 @@ def add_commands(commands) -> None:
     serve.add_argument("--retry-interval", type=float, default=30.0, help="seconds between retries of spooled runs")
     serve.add_argument("--cluster", default=None, metavar="SPEC",
                        help="per-frame work on Dask: local:N or tcp://scheduler:8786")
+    serve.add_argument("--write-inline", action="store_true",
+                       help="write each result before the pipeline takes the next document (default: on a writer "
+                            "thread, so that catalog round trips overlap the peak finding)")
     serve.add_argument("--pickle", action="store_true", help="accept pickled documents (unsafe: see above)")
     serve.set_defaults(run=run_serve)
 
@@ -171,7 +177,8 @@ def run_serve(args: argparse.Namespace) -> int:
         writer = ArraysToHDF5(directory, spool)
     server = Server(pipeline, writer, spool=spool, address=address, prefix=prefix.encode(),
                     deserializer=deserializer("pickle" if args.pickle else "msgpack"),
-                    on_run=lambda status: print(status.line(), flush=True), destination=destination)
+                    on_run=lambda status: print(status.line(), flush=True), destination=destination,
+                    write_in_thread=not args.write_inline)
     print(f"serving {args.pipeline} on {server.address} (prefix {prefix!r}, "
           f"{'pickle' if args.pickle else 'msgpack'}) -> {destination}", flush=True)
     report = server.run()

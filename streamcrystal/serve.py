@@ -41,6 +41,7 @@ from bluesky.run_engine import DocumentNames
 
 from .spool import SpoolingWriter
 from .wire import MessageError, dumps, loads
+from .writer_thread import WriterThread
 
 __all__ = [
     "DocumentDispatcher",
@@ -266,11 +267,17 @@ class Server:
         Called with a :class:`RunStatus` as each analysis run closes.
     destination : str
         Where ``writer`` puts results, for the status lines.
+    write_in_thread : bool
+        Call ``writer`` (and ``on_run``) on a thread of its own (a
+        :class:`~streamcrystal.writer_thread.WriterThread`), so that the pipeline goes on with
+        the next frame while a catalog insert waits for its server. Default True; False
+        writes each document before the pipeline goes on.
     """
 
     def __init__(self, pipeline, writer: Callable[[str, dict], Any], *, spool: SpoolingWriter | None = None,
                  address: str = "localhost:5568", prefix: bytes = b"raw", deserializer: Callable[[bytes], dict] = loads,
-                 on_run: Callable[[RunStatus], Any] | None = None, destination: str = "") -> None:
+                 on_run: Callable[[RunStatus], Any] | None = None, destination: str = "",
+                 write_in_thread: bool = True) -> None:
         self.pipeline = pipeline
         self.writer = writer
         self.spool = spool if spool is not None else (writer if isinstance(writer, SpoolingWriter) else None)
@@ -283,8 +290,9 @@ class Server:
         self._lost: set[str] = set()
         self._stopped_by = ""
         self.monitor = RunMonitor(self._finished, self._saved)
+        self._writer_thread = WriterThread(self._store) if write_in_thread else None
         self.dispatcher.subscribe(self._raw)
-        pipeline.subscribe(self._output)
+        pipeline.subscribe(self._writer_thread or self._store)
 
     def run(self, *, handle_signals: bool = True) -> ServeReport:
         """Receive and process documents until :meth:`request_stop` (or SIGINT/SIGTERM)."""
@@ -319,7 +327,7 @@ class Server:
             self._open_runs.pop(doc.get("run_start"), None)
         self.pipeline(name, doc)
 
-    def _output(self, name: str, doc: Mapping) -> None:
+    def _store(self, name: str, doc: Mapping) -> None:
         try:
             self.writer(name, doc)
         except Exception:
@@ -352,6 +360,8 @@ class Server:
                 "num_events": {},
             })
         self._open_runs.clear()
+        if self._writer_thread is not None:
+            self._writer_thread.close()  # every output document written, every status line given
         spooled = self.spool.close() if self.spool is not None else []
         return ServeReport(self._stopped_by, list(self.runs), self.dispatcher.dropped, closed, spooled)
 

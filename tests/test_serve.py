@@ -485,3 +485,33 @@ def test_server_killed_mid_run_restarted_and_the_run_replayed_from_the_catalog(t
     assert statuses == [None, "abort", "success"]
     got = sc.load_results(db, uid)
     assert_same_results(got, want)
+
+
+def test_the_pipeline_goes_on_while_the_writer_waits_and_nothing_is_lost(scans, expected):
+    """A writer stuck on the first document (a catalog round trip that hangs) does not hold up
+    the pipeline: every analysis document of the run is produced and queued meanwhile; once the
+    writer goes on, all are written in order and equal the in-process results."""
+    uid, docs = scans[0]
+    release = threading.Event()
+    written, statuses = [], []
+
+    def writer(name, doc):
+        release.wait(60)
+        written.append((name, doc))
+
+    server = Server(load_pipeline(PIPELINE).make_pipeline(), writer, address=f"localhost:{free_port()}",
+                    on_run=statuses.append)
+    try:
+        from bluesky.run_engine import DocumentNames
+
+        for name, doc in docs:
+            server.dispatcher.process(DocumentNames[name], doc)
+        assert not written and not statuses
+        assert server._writer_thread.queued == len(expected[uid])  # the whole analysis run, produced
+        release.set()
+        report = server._finish()
+    finally:
+        release.set()
+        server.dispatcher.loop.close()
+    assert_same_analysis(written, expected[uid])
+    assert [status.raw_uid for status in statuses] == [uid] == [status.raw_uid for status in report.runs]

@@ -1,0 +1,99 @@
+"""Write documents on a thread of their own, so that storing results never holds up the pipeline.
+
+A catalog insert is a round trip to a Tiled server (an HTTP request, SQLite, files); done on
+the thread that runs the pipeline, every feature waits for it and the next frame waits
+behind. :class:`WriterThread` takes ``(name, doc)`` from the pipeline, queues it, and
+``write(name, doc)`` runs on its own thread, in the order given. The queue is bounded:
+when the writer falls behind by ``max_queued`` documents, the pipeline waits (memory stays
+bounded; nothing is dropped). :meth:`WriterThread.close` writes what is queued and ends the
+thread.
+
+The standard library's ``queue.Queue`` and ``threading.Thread`` do the work; what is added is
+the end-of-stream marker, the error policy (``write`` must not raise: an exception is logged
+and the thread goes on) and :meth:`WriterThread.flush` for tests and status lines.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["WriterThread"]
+
+logger = logging.getLogger("streamcrystal")
+
+_END = object()
+
+
+class WriterThread:
+    """Call ``write(name, doc)`` for every document given, in order, on a thread of its own.
+
+    Parameters
+    ----------
+    write : callable
+        ``write(name, doc)``; it should handle its own errors (one that escapes is logged
+        with the run uid and the thread goes on with the next document).
+    max_queued : int
+        The most documents waiting; beyond it, the caller waits (back-pressure).
+    name : str
+        The thread's name (in logs and stack dumps).
+
+    Examples
+    --------
+    >>> written = []
+    >>> writer = WriterThread(lambda name, doc: written.append((name, doc["uid"])))
+    >>> writer("start", {"uid": "a"}); writer("stop", {"uid": "b", "run_start": "a"})
+    >>> writer.close()
+    >>> written
+    [('start', 'a'), ('stop', 'b')]
+    """
+
+    def __init__(self, write: Callable[[str, Mapping], Any], *, max_queued: int = 10_000,
+                 name: str = "streamcrystal-writer") -> None:
+        if max_queued < 1:
+            raise ValueError(f"max_queued must be at least 1, got {max_queued!r}")
+        self.write = write
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def __call__(self, name: str, doc: Mapping) -> None:
+        """Queue one document (waits while ``max_queued`` documents are waiting)."""
+        if self._closed:
+            raise RuntimeError(f"this WriterThread is closed: the {name} document of run "
+                               f"{doc.get('run_start') or doc.get('uid')} was not written")
+        self._queue.put((name, doc))
+
+    @property
+    def queued(self) -> int:
+        """Documents given and not written yet (approximately: the thread may be writing one)."""
+        return self._queue.unfinished_tasks
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every document given so far is written; False on timeout."""
+        with self._queue.all_tasks_done:
+            return self._queue.all_tasks_done.wait_for(lambda: self._queue.unfinished_tasks == 0, timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Write what is queued, then end the thread; False if it did not end within ``timeout``."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put((_END, None))
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            name, doc = self._queue.get()
+            try:
+                if name is _END:
+                    return
+                self.write(name, doc)
+            except Exception:
+                run = doc.get("run_start") or doc.get("uid") if isinstance(doc, Mapping) else None
+                logger.exception("run %s: writing a %s document failed; the writer goes on", run, name)
+            finally:
+                self._queue.task_done()
