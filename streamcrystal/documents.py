@@ -293,15 +293,34 @@ def append_hdf5(path, dataset_name: str, index: int, value: np.ndarray) -> None:
     chunk per entry, creating file and dataset as needed. The file is opened and closed each
     time, so readers may open it between appends (HDF5 locks a file open for writing).
     """
+    append_hdf5_block(path, dataset_name, index, np.asarray(value)[np.newaxis])
+
+
+def append_hdf5_block(path, dataset_name: str, start: int, block: np.ndarray) -> None:
+    """Write the entries ``block[0], block[1], ...`` at ``start, start + 1, ...`` of an
+    extendable dataset ``(n, *block.shape[1:])`` (one chunk per entry), in one opening of
+    the file; file and dataset are created as needed.
+
+    Examples
+    --------
+    >>> import h5py, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "maps.h5")
+    >>> append_hdf5_block(path, "/maps", 0, np.zeros((2, 3, 4)))
+    >>> append_hdf5(path, "/maps", 2, np.ones((3, 4)))
+    >>> with h5py.File(path, "r") as file:
+    ...     file["/maps"].shape, float(file["/maps"][2].sum())
+    ((3, 3, 4), 12.0)
+    """
     import h5py
 
+    entry_shape = block.shape[1:]
     with h5py.File(path, "a") as file:
         if dataset_name not in file:
-            file.create_dataset(dataset_name, shape=(0, *value.shape), maxshape=(None, *value.shape),
-                                dtype=value.dtype, chunks=(1, *value.shape))
+            file.create_dataset(dataset_name, shape=(0, *entry_shape), maxshape=(None, *entry_shape),
+                                dtype=block.dtype, chunks=(1, *entry_shape))
         dataset = file[dataset_name]
-        dataset.resize(index + 1, axis=0)
-        dataset[index] = value
+        dataset.resize(max(dataset.shape[0], start + len(block)), axis=0)
+        dataset[start:start + len(block)] = block
 
 
 def read_hdf5_blocks(resource: Mapping, indices: range, *, event_shape, root_map=None) -> list[np.ndarray]:

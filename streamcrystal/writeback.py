@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["ArraysToHDF5", "catalog_writer", "load_results", "analysis_runs"]
+__all__ = ["ArraysToHDF5", "catalog_writer", "analysis_inserter", "load_results", "analysis_runs"]
 
 logger = logging.getLogger("streamcrystal")
 
@@ -33,15 +33,34 @@ class ArraysToHDF5:
         ``downstream(name, doc)`` receives the rewritten documents, e.g. ``db.insert``.
     """
 
+    #: Arrays of consecutive events are written to their file together, when another kind of
+    #: document comes (the stop, for the maps) or this many bytes wait: opening an HDF5 file
+    #: per map took 1.4 ms, 0.7 s for a run of 500 particles.
+    max_pending_bytes = 64 * 2**20
+
     def __init__(self, directory: str | Path, downstream: Callable[[str, dict], Any]) -> None:
         self.directory = Path(directory)
         self.downstream = downstream
         self._runs: dict[str, dict] = {}  # run uid -> {"path", "descriptors": {uid: {key: shape}}, "resources", "counts"}
+        self._pending: dict[tuple[Path, str], tuple[int, list[np.ndarray]]] = {}  # (file, dataset) -> (start, arrays)
+        self._pending_bytes = 0
 
     def __call__(self, name: str, doc: Mapping) -> None:
+        if name not in ("event", "event_page"):
+            self.flush()  # the arrays are in their files before a stop (or anything else) goes on
         handler = getattr(self, f"_{name}", None)
         for out_name, out_doc in (handler(doc) if handler else [(name, doc)]):
             self.downstream(out_name, out_doc)
+        if self._pending_bytes > self.max_pending_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the arrays still waiting to their HDF5 files."""
+        from .documents import append_hdf5_block
+
+        pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        for (path, dataset_name), (start, arrays) in pending.items():
+            append_hdf5_block(path, dataset_name, start, np.stack(arrays))
 
     def _start(self, doc):
         self._runs[doc["uid"]] = {"path": self.directory / f"{doc['uid']}.h5", "descriptors": {}, "resources": {},
@@ -87,12 +106,12 @@ class ArraysToHDF5:
         return None
 
     def _write(self, run: dict, descriptor: str, key: str, value: np.ndarray, seq_num: int) -> list:
-        from .documents import append_hdf5
-
         self.directory.mkdir(parents=True, exist_ok=True)
         dataset_name = f"/{descriptor}/{key}"
         index = run["counts"].get(dataset_name, 0)
-        append_hdf5(run["path"], dataset_name, index, value)
+        start, arrays = self._pending.setdefault((run["path"], dataset_name), (index, []))
+        arrays.append(value)
+        self._pending_bytes += value.nbytes
         run["counts"][dataset_name] = index + 1
         docs = []
         if dataset_name not in run["resources"]:
@@ -110,6 +129,24 @@ class ArraysToHDF5:
         return docs
 
 
+def analysis_inserter(db) -> Callable[[str, dict], Any]:
+    """``insert(name, doc)`` for streamcrystal's own analysis documents into ``db``.
+
+    ``db.insert`` goes through bluesky's ``TiledWriter``, which first normalizes every
+    document to the newest event-model schema, validating each with jsonschema: about 0.45 ms
+    an event, 1.4 s at the stop of a 60-event run (its 3,200 ``tracks`` and ``maps`` rows).
+    Analysis documents are composed by event-model in the newest schema already (the tests
+    check them against its JSON schemas), so here they go straight to TiledWriter's run
+    writer (its documented ``normalizer=None``). Raw runs, which may carry older documents
+    (Resource/Datum), keep going through ``db.insert``.
+    """
+    if not getattr(db.v2, "is_sql", False):  # not a catalog of bluesky runs: databroker posts documents
+        return db.insert
+    from bluesky_tiled_plugins import TiledWriter
+
+    return TiledWriter(db.v2, normalizer=None)
+
+
 def catalog_writer(db, directory: str | Path | None = None) -> ArraysToHDF5:
     """``callback(name, doc)`` that stores analysis documents in ``db`` (arrays in HDF5 files).
 
@@ -124,7 +161,7 @@ def catalog_writer(db, directory: str | Path | None = None) -> ArraysToHDF5:
             raise ValueError("a remote catalog needs a directory for the analysis arrays that its Tiled server can "
                              "read (give directory=...)")
         directory = raw.parent / "analysis"
-    return ArraysToHDF5(directory, db.insert)
+    return ArraysToHDF5(directory, analysis_inserter(db))
 
 
 def analysis_runs(db, raw_uid: str, stage: str = "peak_tracking") -> list:
