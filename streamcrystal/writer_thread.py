@@ -45,7 +45,8 @@ class WriterThread:
     >>> written = []
     >>> writer = WriterThread(lambda name, doc: written.append((name, doc["uid"])))
     >>> writer("start", {"uid": "a"}); writer("stop", {"uid": "b", "run_start": "a"})
-    >>> writer.close()
+    >>> writer.close()  # writes what is queued, then ends the thread
+    True
     >>> written
     [('start', 'a'), ('stop', 'b')]
     """
