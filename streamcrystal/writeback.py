@@ -59,6 +59,8 @@ class ArraysToHDF5:
         from .documents import append_hdf5_block
 
         pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        if pending:
+            self.directory.mkdir(parents=True, exist_ok=True)
         for (path, dataset_name), (start, arrays) in pending.items():
             append_hdf5_block(path, dataset_name, start, np.stack(arrays))
 
@@ -106,10 +108,9 @@ class ArraysToHDF5:
         return None
 
     def _write(self, run: dict, descriptor: str, key: str, value: np.ndarray, seq_num: int) -> list:
-        self.directory.mkdir(parents=True, exist_ok=True)
         dataset_name = f"/{descriptor}/{key}"
         index = run["counts"].get(dataset_name, 0)
-        start, arrays = self._pending.setdefault((run["path"], dataset_name), (index, []))
+        _, arrays = self._pending.setdefault((run["path"], dataset_name), (index, []))  # (first index, arrays)
         arrays.append(value)
         self._pending_bytes += value.nbytes
         run["counts"][dataset_name] = index + 1
