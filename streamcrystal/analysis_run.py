@@ -20,8 +20,8 @@ import event_model
 import numpy as np
 import pandas as pd
 
-from .peaks import FEATURE_COLUMNS
 from .records import FrameResult, Routed, RunAnalysis
+from .schema import feature_columns
 
 __all__ = ["AnalysisRun", "to_event_model", "STREAMS"]
 
@@ -35,7 +35,10 @@ def _number(dtype: str = "number") -> dict:
     return {"dtype": dtype, "shape": [], "source": _SOURCE}
 
 
-_FEATURE_KEYS = {**{c: _number() for c in FEATURE_COLUMNS}, "frame": _number("integer")}
+def _feature_keys(columns) -> dict:
+    return {**{c: _number() for c in columns}, "frame": _number("integer")}
+
+
 _FRAME_KEYS = {
     "frame": _number("integer"),
     "n_peaks": _number("integer"),
@@ -43,7 +46,10 @@ _FRAME_KEYS = {
     "skipped": _number("boolean"),
     "skip_reason": _number("string"),
 }
-_TRACK_KEYS = {**_FEATURE_KEYS, "particle": _number("integer")}
+
+
+def _track_keys(columns) -> dict:
+    return {**_feature_keys(columns), "particle": _number("integer")}
 
 
 def _map_keys(shape, dims) -> dict:
@@ -96,10 +102,18 @@ class AnalysisRun:
         ``pipeline`` in the analysis start.
     stage : str
         ``analysis_stage`` of the start document.
+    feature_columns : sequence of str
+        The columns of the features (:func:`~streamcrystal.schema.feature_columns`).
+    stream_names : dict, optional
+        The name of each stream if not its own (the seed's callbacks put their features or
+        tracks in ``primary``, where ``header.table()`` reads).
     """
 
-    def __init__(self, raw_start: Mapping, provenance: Mapping, *, stage: str = "peak_tracking") -> None:
+    def __init__(self, raw_start: Mapping, provenance: Mapping, *, stage: str = "peak_tracking",
+                 feature_columns=feature_columns(), stream_names: Mapping[str, str] | None = None) -> None:
         self.raw_uid = raw_start["uid"]
+        self.feature_columns = tuple(feature_columns)
+        self.stream_names = dict(stream_names or {})
         metadata = {
             "raw_uid": self.raw_uid,
             "analysis_stage": stage,
@@ -115,7 +129,7 @@ class AnalysisRun:
         return self._bundle.start_doc["uid"]
 
     def _descriptor(self, stream: str, data_keys: dict) -> list:
-        bundle = self._bundle.compose_descriptor(name=stream, data_keys=data_keys)
+        bundle = self._bundle.compose_descriptor(name=self.stream_names.get(stream, stream), data_keys=data_keys)
         self._composers[stream] = bundle
         return [("descriptor", bundle.descriptor_doc)]
 
@@ -131,12 +145,12 @@ class AnalysisRun:
         """The start document and the descriptors of the per-frame ``streams``."""
         docs = [("start", self._bundle.start_doc)]
         for stream in streams:
-            docs += self._descriptor(stream, {"features": _FEATURE_KEYS, "frames": _FRAME_KEYS}[stream])
+            docs += self._descriptor(stream, {"features": _feature_keys(self.feature_columns), "frames": _FRAME_KEYS}[stream])
         return docs
 
     def frame(self, result: FrameResult) -> list[tuple[str, dict]]:
         """One ``features`` event per peak of a frame, then its ``frames`` event."""
-        columns = [*FEATURE_COLUMNS, "frame"]
+        columns = [*self.feature_columns, "frame"]
         docs = [self._event("features", dict(zip(columns, row))) for row in result.features[columns].itertuples(index=False)]
         summary = {
             "frame": result.seq_num,
@@ -152,8 +166,9 @@ class AnalysisRun:
         """The ``tracks`` and ``maps`` streams and the stop document."""
         docs = []
         if "tracks" in streams:
-            docs += self._descriptor("tracks", _TRACK_KEYS)
-            columns = list(_TRACK_KEYS)
+            keys = _track_keys(self.feature_columns)
+            docs += self._descriptor("tracks", keys)
+            columns = list(keys)
             for row in analysis.tracks[columns].itertuples(index=False):
                 docs.append(self._event("tracks", dict(zip(columns, row))))
         if "maps" in streams:
@@ -192,14 +207,15 @@ class AnalysisRun:
         return self._bundle.compose_stop(exit_status=exit_status, reason=" | ".join(reasons))
 
 
-def to_event_model(state: dict, item, *, provenance: Mapping) -> tuple[dict, list[tuple[str, dict]]]:
+def to_event_model(state: dict, item, *, provenance: Mapping, feature_columns=feature_columns()
+                   ) -> tuple[dict, list[tuple[str, dict]]]:
     """Turn analysis records into documents (the ``to_event_model`` node, per-run state).
 
     ``item`` is the raw start (opens an analysis run), a :class:`FrameResult` (features and
     frames events) or a :class:`RunAnalysis` (tracks, maps, stop; closes the analysis run).
     """
     if isinstance(item, Routed):
-        run = AnalysisRun(item.doc, provenance)
+        run = AnalysisRun(item.doc, provenance, feature_columns=feature_columns)
         state[item.run_uid] = run
         return state, run.open()
     run = state.get(item.run_uid)

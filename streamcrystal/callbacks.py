@@ -12,6 +12,11 @@ links as the pipeline::
     pt.subscribe(DB2.insert)
     ip.subscribe(pt)
 
+Each callback's output run has its events in the default stream, ``primary``, as bluesky's
+``LiveDispatcher`` wrote them in the original: ``db[-1].table()`` gives the processed images,
+the peaks (one row per peak) or the linked peaks (with ``particle``). A ``PeakTracker`` run
+also has a ``frames`` stream (one row per image: peaks found, skip reason).
+
 Between callbacks the raw event's ``seq_num`` travels as the data key ``frame``, so frames
 keep the scan's numbering (the original numbered them in output order). The tracker keeps
 the features of a run in memory, so linking does not depend on the order in which the
@@ -32,9 +37,10 @@ from streamz import Stream
 from .analysis_run import AnalysisRun, derived_run_metadata
 from .documents import ExternalData
 from .frames import average_frames
-from .peaks import FEATURE_COLUMNS
+from .peaks import check_locate_arguments
 from .pipeline import LINK_KEYWORDS, LOCATE_KEYWORDS, background_node, frame_nodes, input_nodes, locate_node, run_nodes
 from .records import FrameResult, FrameTask, Routed, RunAnalysis
+from .schema import feature_columns
 
 __all__ = ["ImageProcessor", "PeakTracker", "TrackLinker"]
 
@@ -120,23 +126,27 @@ class ImageProcessor(_GraphCallback):
 
 
 class PeakTracker(_GraphCallback):
-    """Find the Bragg peaks of each processed image; emit one ``features`` event per peak.
+    """Find the Bragg peaks of each processed image; emit one ``primary`` event per peak.
 
     Parameters
     ----------
     data_key : str
         The key of the (processed) images.
-    diameter : int
-        trackpy's feature diameter.
+    diameter : int or (int, int)
+        trackpy's feature diameter, or one per axis (then the peaks have trackpy's
+        ``size_y, size_x, ep_y, ep_x``).
     **locate_kwargs
-        More keywords of ``trackpy.locate`` (``percentile``, ``separation``, ...).
+        More keywords of ``trackpy.locate`` (``percentile``, ``separation``, ...). What
+        trackpy would refuse is refused here, at construction.
     """
 
-    def __init__(self, data_key: str, diameter: int, *, engine: str = "fast", stream_name: str = "primary",
+    def __init__(self, data_key: str, diameter, *, engine: str = "fast", stream_name: str = "primary",
                  **locate_kwargs) -> None:
         unknown = set(locate_kwargs) - LOCATE_KEYWORDS
         if unknown:
             raise TypeError(f"not keywords of trackpy.locate: {sorted(unknown)}; valid: {sorted(LOCATE_KEYWORDS)}")
+        check_locate_arguments(diameter, **locate_kwargs)
+        self.feature_columns = feature_columns(diameter, characterize=locate_kwargs.get("characterize", True))
         n: dict[str, Stream] = {}
         input_nodes(n, ExternalData(data_key, frame_key="frame"), streams={stream_name})
         background_node(n, stream_name=stream_name, dark_stream=None, subtrahend=None)
@@ -153,7 +163,8 @@ class PeakTracker(_GraphCallback):
             return state, (run.frame(item) if run else [])
         if item.name == "start":
             raw_uid = item.doc.get("raw_uid", item.run_uid)
-            run = AnalysisRun({**item.doc, "uid": raw_uid}, self._provenance(), stage="peak_finding")
+            run = AnalysisRun({**item.doc, "uid": raw_uid}, self._provenance(), stage="peak_finding",
+                              feature_columns=self.feature_columns, stream_names={"features": "primary"})
             state[item.run_uid] = run
             return state, run.open()
         run = state.pop(item.run_uid)
@@ -161,15 +172,15 @@ class PeakTracker(_GraphCallback):
 
 
 def _feature_result(routed: Routed) -> FrameResult:
-    """A ``features`` event of a PeakTracker as a one-row frame result."""
+    """A peak (``primary`` event) of a PeakTracker run as a one-row frame result."""
     data = routed.doc["data"]
-    row = pd.DataFrame({column: [float(data.get(column, np.nan))] for column in FEATURE_COLUMNS})
+    row = pd.DataFrame({column: [float(value)] for column, value in data.items() if column != "frame"})
     frame = int(data["frame"])
     return FrameResult(routed.run_uid, frame, row.assign(frame=np.int64(frame)))
 
 
 class TrackLinker(_GraphCallback):
-    """Link the peaks of a run at its stop; emit one ``tracks`` event per linked feature.
+    """Link the peaks of a PeakTracker run at its stop; emit one ``primary`` event per linked peak.
 
     Parameters
     ----------
@@ -190,10 +201,10 @@ class TrackLinker(_GraphCallback):
         n: dict[str, Stream] = {}
         input_nodes(n, ExternalData("frame"), streams=set())
         n["locate"] = (
-            n["event"].filter(lambda routed: routed.stream == "features", stream_name="features events")
+            n["event"].filter(lambda routed: routed.stream == "primary", stream_name="peaks")
             .map(_feature_result, stream_name="feature rows")
         )
-        parameters = {"search_range": search_range, "link_kwargs": link_kwargs, "stream_name": "features",
+        parameters = {"search_range": search_range, "link_kwargs": link_kwargs, "stream_name": "primary",
                       "intensity": "mass", "min_frames": 1}
         run_nodes(n, parameters)
         super().__init__(n, parameters)
@@ -204,8 +215,11 @@ class TrackLinker(_GraphCallback):
     def _compose(self, state: dict, item) -> tuple[dict, list]:
         if isinstance(item, RunAnalysis):
             run = state.pop(item.run_uid)
+            # the peaks' columns are those of the PeakTracker's events (trackpy's, for its diameter)
+            run.feature_columns = tuple(c for c in item.features.columns if c != "frame")
             return state, run.close(item, streams=("tracks",))
         raw_uid = item.doc.get("raw_uid", item.run_uid)
-        run = AnalysisRun({**item.doc, "uid": raw_uid}, self._provenance(), stage="track_linking")
+        run = AnalysisRun({**item.doc, "uid": raw_uid}, self._provenance(), stage="track_linking",
+                          stream_names={"tracks": "primary"})
         state[item.run_uid] = run
         return state, run.open(streams=())

@@ -11,6 +11,18 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's formatter that shows each default once: not where the help already names
+    it, nor for options whose default is "not given" (None, an empty list) or a flag's False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is False or default is argparse.SUPPRESS or default == []:
+            return text
+        return super()._get_help_string(action)
+
+
 def _shape(text: str) -> tuple[int, int]:
     try:
         rows, cols = (int(n) for n in text.lower().split("x"))
@@ -37,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
             "peak-tracking pipeline (pipelines/peak_tracking.py) subscribed live; print a summary and "
             "write the crystal maps (PNG), the pipeline graph and the tables to OUTPUT."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     demo.add_argument("--output", type=Path, default=Path("streamcrystal-output"), help="directory for figures and tables")
     _scan_options(demo)
@@ -55,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="store a simulated grid scan (frames in HDF5 files) in the catalog; print its uid",
         description="Run a simulated grid scan over a crystal rod with a real RunEngine; the detector writes its "
                     "frames to HDF5 files in the catalog's data directory and the run is stored in the catalog.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     _scan_options(simulate)
     simulate.add_argument("--dark-frames", type=int, default=2, help="readings of a 'dark' stream, shutter closed")
@@ -67,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pipe a stored run through a pipeline and store its analysis run",
         description="Read the run UID back from the catalog (frames from their files), pipe it through the "
                     "pipeline, store the analysis run in the catalog (a new run each time) and print a summary.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     replay.add_argument("uid", help="the raw run: uid, unique uid prefix, or -1 for the newest run")
     replay.add_argument("--pipeline", default="peak_tracking", help="pipeline file, by name or path")
@@ -92,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _scan_options(parser: argparse.ArgumentParser) -> None:
     """The simulated scan's options (demo and simulate)."""
-    parser.add_argument("--grid", type=_shape, default=(16, 12), help="scan grid ROWSxCOLS")
-    parser.add_argument("--detector", type=_shape, default=(1024, 1024), help="detector ROWSxCOLS")
+    # string defaults: argparse converts them with ``type``, and --help shows them as typed
+    parser.add_argument("--grid", type=_shape, default="16x12", help="scan grid ROWSxCOLS")
+    parser.add_argument("--detector", type=_shape, default="1024x1024", help="detector ROWSxCOLS")
     parser.add_argument("--frames", type=int, default=5, help="frames per grid point")
     parser.add_argument("--grains", type=int, default=6, help="crystalline grains in the rod")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed")

@@ -63,7 +63,8 @@ def _destination(args):
 
 def add_commands(commands) -> None:
     """Add ``serve``, ``proxy``, ``publish`` and ``spool`` to the subparsers ``commands``."""
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    from .cli import HelpFormatter as formatter
+
     serve = commands.add_parser(
         "serve", help="process the documents a 0MQ proxy publishes, run after run",
         description=("Subscribe a pipeline to a 0MQ proxy (bluesky's RemoteDispatcher) and write its analysis runs; "

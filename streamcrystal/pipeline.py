@@ -33,9 +33,11 @@ from streamz.sinks import Sink
 from . import __version__
 from .analysis_run import to_event_model
 from .documents import EXTERNAL_DOCUMENTS, ExternalData, RunTable, route_document
-from .errors import GraphvizMissingError
+from . import drawing
 from .frames import average_frames
+from .peaks import check_locate_arguments
 from .results import ResultStore, RunResults
+from .schema import feature_columns
 from .steps import (
     apply_background,
     average_step,
@@ -181,23 +183,16 @@ class Pipeline:
         """What an analysis start document records under ``pipeline``."""
         return _provenance(self)
 
-    def visualize(self, filename: str | None = None, **kwargs):
-        """Draw the graph with graphviz; ``filename`` ending in .png/.svg/.pdf writes a file.
+    def visualize(self, filename: str | None = None, *, engine: str = "auto", **kwargs):
+        """Draw the graph; ``filename`` ending in .png/.svg/.pdf writes a file.
 
-        Returns an IPython image (shown in a notebook cell) when IPython is available.
+        With graphviz's program ``dot`` installed the graph is laid out by graphviz (streamz's
+        drawing); without it, by networkx and matplotlib (:mod:`streamcrystal.drawing`):
+        the same nodes and edges, the node names readable. ``engine`` forces one
+        (``"graphviz"`` or ``"matplotlib"``). Returns an IPython image (shown in a notebook
+        cell) when IPython is available.
         """
-        import streamz.graph
-
-        try:
-            return streamz.graph.visualize(self.source, filename=filename, **kwargs)
-        except Exception as err:
-            if type(err).__name__ == "ExecutableNotFound" or isinstance(err, FileNotFoundError):
-                raise GraphvizMissingError(
-                    "drawing a pipeline needs the graphviz program 'dot', which is not installed: "
-                    "install it with 'apt-get install graphviz' (Debian/Ubuntu), "
-                    "'conda install -c conda-forge graphviz' or 'brew install graphviz'"
-                ) from err
-            raise
+        return drawing.visualize(self.source, filename, engine=engine, **kwargs)
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.parameters.get('data_key')!r}: {len(self.nodes)} nodes>"
@@ -252,6 +247,11 @@ def _describe_background(subtrahend: np.ndarray | None) -> dict | None:
     }
 
 
+def _feature_columns(p: Mapping) -> tuple[str, ...]:
+    """The feature columns of a pipeline's parameters (those ``locate_step`` gives)."""
+    return feature_columns(p.get("diameter", 1), characterize=p.get("locate_kwargs", {}).get("characterize", True))
+
+
 def _split_keywords(more: Mapping[str, Any]) -> tuple[dict, dict]:
     locate, link = {}, {}
     for key, value in more.items():
@@ -302,8 +302,9 @@ def peak_tracking(
     subtrahend : array_like, optional
         Background image (2-D, or frames that are averaged). If not given, the mean of the
         run's ``dark_stream`` events received so far is used; if there are none, nothing.
-    diameter : int
-        trackpy's feature diameter (odd, pixels).
+    diameter : int or (int, int)
+        trackpy's feature diameter (odd, pixels), or one per axis (rows, columns): the
+        features then have trackpy's ``size_y, size_x, ep_y, ep_x`` columns.
     percentile, separation
         trackpy.locate's keywords (``separation`` default: ``diameter + 1``).
     search_range : float
@@ -366,8 +367,11 @@ def peak_tracking(
     >>> "locate" in pipe.nodes
     True
     """
-    if not isinstance(diameter, (int, np.integer)) or diameter < 1 or diameter % 2 == 0:
-        raise ValueError(f"diameter must be an odd positive integer (trackpy's convention), got {diameter!r}; round up")
+    sizes = np.atleast_1d(diameter) if np.ndim(diameter) <= 1 else np.array([0.5])
+    if not (sizes.size in (1, 2) and all(isinstance(d, (int, np.integer)) and d >= 1 and d % 2 == 1 for d in sizes.tolist())):
+        raise ValueError(f"diameter must be an odd positive integer, or one per axis (rows, columns) "
+                         f"(trackpy's convention), got {diameter!r}; round up")
+    diameter = int(sizes[0]) if np.ndim(diameter) == 0 else tuple(int(d) for d in sizes)
     if search_range is None or search_range <= 0:
         raise ValueError(f"search_range must be a positive number of pixels, got {search_range!r}")
     if min_frames < 1:
@@ -384,11 +388,12 @@ def peak_tracking(
         raise TypeError(f"locate_kwargs: {key!r} is not a keyword of trackpy.locate; valid: {sorted(LOCATE_KEYWORDS)}")
     for key in set(link_options) - LINK_KEYWORDS:
         raise TypeError(f"link_kwargs: {key!r} is not a keyword of trackpy.link; valid: {sorted(LINK_KEYWORDS)}")
+    check_locate_arguments(diameter, **locate_options)  # refused now, not event by event
     background = None if subtrahend is None else average_frames(subtrahend)
 
     parameters = {
         "data_key": data_key,
-        "diameter": int(diameter),
+        "diameter": diameter if isinstance(diameter, int) else list(diameter),
         "locate_kwargs": locate_options,
         "search_range": float(search_range),
         "link_kwargs": link_options,
@@ -441,7 +446,8 @@ def _build_graph(
     # out: one analysis run per raw run
     n["to_event_model"] = (
         n["start"].union(n["locate"], n["map"], stream_name="start+features+maps")
-        .accumulate(to_event_model, start={}, returns_state=True, provenance=provenance, stream_name="to_event_model")
+        .accumulate(to_event_model, start={}, returns_state=True, provenance=provenance,
+                    feature_columns=_feature_columns(p), stream_name="to_event_model")
     )
     n["outputs"] = n["to_event_model"].flatten(stream_name="outputs")
     return n
@@ -524,6 +530,7 @@ def run_nodes(n: dict[str, Stream], p: Mapping, *, after_frames: tuple[str, ...]
         .flatten(stream_name="runs done")
     )
     n["link"] = n["collect"].map(
-        link_step, search_range=p["search_range"], stream=p["stream_name"], **p["link_kwargs"], stream_name="link"
+        link_step, search_range=p["search_range"], stream=p["stream_name"], columns=_feature_columns(p),
+        **p["link_kwargs"], stream_name="link"
     )
     n["map"] = n["link"].map(map_step, intensity=p["intensity"], min_frames=p["min_frames"], stream_name="map")

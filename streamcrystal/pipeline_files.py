@@ -1,11 +1,13 @@
 """Pipeline files: a Python file that defines ``make_pipeline(**overrides) -> Pipeline``.
 
 Found by path, or by name in the directories of ``$STREAMCRYSTAL_PIPELINES`` (``:``
-separated) and then in the project's ``pipelines/`` directory (beside the package in a
-source checkout, which is how the README installs it).
+separated) and then among the ready files of the project's top-level ``pipelines/``
+folder, which is installed with the package as ``streamcrystal.pipelines`` (read with
+``importlib.resources``, so any install finds them from any working directory).
 """
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
 import os
 from pathlib import Path
@@ -21,10 +23,23 @@ class PipelineFileError(StreamCrystalError, ValueError):
 
 
 def pipeline_dirs() -> list[Path]:
-    """Where pipeline files are looked up by name, in order."""
+    """Where pipeline files are looked up by name, in order: ``$STREAMCRYSTAL_PIPELINES``,
+    then the ready files installed with the package.
+
+    Examples
+    --------
+    >>> (pipeline_dirs()[-1] / "peak_tracking.py").is_file()
+    True
+    """
     dirs = [Path(p) for p in os.environ.get("STREAMCRYSTAL_PIPELINES", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "pipelines")
+    dirs.append(_installed_dir())
     return dirs
+
+
+def _installed_dir() -> Path:
+    """The folder of ``streamcrystal.pipelines`` (the project's ``pipelines/``, installed)."""
+    files = importlib.resources.files("streamcrystal.pipelines")
+    return Path(str(files.joinpath("peak_tracking.py"))).parent
 
 
 def load_pipeline(name_or_path: str | os.PathLike) -> ModuleType:

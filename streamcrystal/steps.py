@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -17,8 +18,9 @@ import pandas as pd
 from .documents import read_reference
 from .frames import average_frames, clip_negative, image_problem, subtract_background
 from .maps import crystal_maps, grid_of, scan_memory
-from .peaks import empty_features, locate
+from .peaks import locate, realign_per_axis_errors
 from .records import FrameReference, FrameResult, FrameTask, Routed, RunAnalysis, RunFeatures, replace
+from .schema import conform_features, empty_features, feature_columns
 from .tracks import concat_features, link_features
 
 __all__ = [
@@ -112,24 +114,39 @@ def clip_step(task: FrameTask) -> FrameTask:
     return replace(task, image=clip_negative(task.image), clipped=True)
 
 
-def skipped_result(task: FrameTask, problem: str) -> FrameResult:
+def skipped_result(task: FrameTask, problem: str, columns=feature_columns()) -> FrameResult:
     """The result of a frame that was skipped: no features, the problem."""
-    return FrameResult(task.run_uid, task.seq_num, empty_features().assign(frame=np.int64(0))[:0], problem=problem)
+    return FrameResult(task.run_uid, task.seq_num, empty_features(columns).assign(frame=np.int64(0))[:0], problem=problem)
 
 
-def locate_step(task: FrameTask, *, diameter: int, engine: str = "fast", **locate_kwargs) -> FrameResult:
-    """Locate the peaks of a processed task; the result keeps the features, not the image."""
+def locate_step(task: FrameTask, *, diameter, engine: str = "fast", columns=None, **locate_kwargs) -> FrameResult:
+    """Locate the peaks of a processed task; the result keeps the features, not the image.
+
+    The features are ``trackpy.locate``'s, as the pipeline's table: ``columns`` (default
+    :func:`~streamcrystal.schema.feature_columns` of ``diameter``) in float64, plus
+    ``frame``, the event's ``seq_num`` (with per-axis diameters, each feature keeps its own
+    position errors: :func:`~streamcrystal.peaks.realign_per_axis_errors`).
+    """
+    if columns is None:
+        columns = feature_columns(diameter, characterize=locate_kwargs.get("characterize", True))
     if task.problem is not None:
-        return skipped_result(task, task.problem)
+        return skipped_result(task, task.problem, columns)
     image = task.image
     try:
         # trackpy's percentile threshold is undefined on an all-zero image (a frame equal to
         # its background): it has no peaks, which is an answer, not a failure.
-        features = locate(image, diameter, engine=engine, **locate_kwargs) if np.any(image) else empty_features()
+        if np.any(image):
+            with warnings.catch_warnings():  # a frame with no peak is normal here (see the frames stream)
+                warnings.filterwarnings("ignore", message="No maxima survived", category=UserWarning)
+                warnings.filterwarnings("ignore", message="All local maxima were in the margins", category=UserWarning)
+                found = locate(image, diameter, engine=engine, **locate_kwargs)
+        else:
+            found = empty_features(columns)
+        features = conform_features(realign_per_axis_errors(found), columns)
     except Exception as err:
         problem = f"locate failed: {type(err).__name__}: {err}"
         logger.warning("run %s seq_num %s: %s; skipped", task.run_uid, task.seq_num, problem)
-        return skipped_result(task, problem)
+        return skipped_result(task, problem, columns)
     features["frame"] = np.int64(task.seq_num)
     return FrameResult(task.run_uid, task.seq_num, features, total_intensity=float(image.sum()))
 
@@ -226,15 +243,17 @@ def frames_table(results) -> pd.DataFrame:
     )
 
 
-def link_step(run: RunFeatures, *, search_range: float, stream: str = "primary", **link_kwargs) -> RunAnalysis:
+def link_step(run: RunFeatures, *, search_range: float, stream: str = "primary", columns=feature_columns(),
+              **link_kwargs) -> RunAnalysis:
     """Link the run's features (the ``link`` node). A failure keeps the features and says why.
 
-    ``stream`` is the processed stream, whose event count sizes a run without a grid.
+    ``stream`` is the processed stream, whose event count sizes a run without a grid;
+    ``columns`` the feature columns (of a run without features).
     ``memory="grid"`` is :func:`~streamcrystal.maps.scan_memory` of the run's own grid.
     """
     problems = list(run.problems)
     problems += [f"event seq_num {r.seq_num}: {r.problem}" for r in run.results if r.problem]
-    features = concat_features(r.features for r in run.results)
+    features = concat_features((r.features for r in run.results), columns)
     if not run.results:
         logger.warning("run %s: no events in stream %r", run.run_uid, stream)
         problems.append(f"no events in stream {stream!r}")

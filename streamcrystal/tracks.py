@@ -1,20 +1,19 @@
 """Accumulate the features of a run and link them into particles with ``trackpy.link``."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from .peaks import FEATURE_COLUMNS
+from .schema import feature_columns
 
-__all__ = ["TRACK_COLUMNS", "concat_features", "link_features"]
-
-#: The columns of a linked feature: the feature columns, its frame (seq_num), its particle.
-TRACK_COLUMNS: tuple[str, ...] = (*FEATURE_COLUMNS, "frame", "particle")
+__all__ = ["concat_features", "link_features", "quiet_linking"]
 
 
-def concat_features(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
+def concat_features(tables: Iterable[pd.DataFrame], columns: Iterable[str] = feature_columns()) -> pd.DataFrame:
     """Concatenate per-frame feature tables (each with a ``frame`` column), sorted by frame.
 
     The sort is stable, so features keep trackpy's order within a frame, and the result does
@@ -28,9 +27,9 @@ def concat_features(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
     [1, 2]
     """
     tables = [table for table in tables if len(table)]
-    if not tables:
-        columns = {column: pd.Series(dtype=np.float64) for column in FEATURE_COLUMNS}
-        return pd.DataFrame({**columns, "frame": pd.Series(dtype=np.int64)})
+    if not tables:  # ``columns``: those of the empty table
+        empty = {column: pd.Series(dtype=np.float64) for column in columns}
+        return pd.DataFrame({**empty, "frame": pd.Series(dtype=np.int64)})
     features = pd.concat(tables, ignore_index=True)
     return features.sort_values("frame", kind="stable").reset_index(drop=True)
 
@@ -66,6 +65,34 @@ def link_features(features: pd.DataFrame, search_range: float, **link_kwargs) ->
     ordered = features.sort_values("frame", kind="stable").reset_index(drop=True)
     if len(ordered) == 0:  # trackpy.link raises IndexError on an empty table
         return ordered.assign(particle=pd.Series(dtype=np.int64))
-    linked = trackpy.link(ordered, search_range, **link_kwargs)
+    with quiet_linking():
+        linked = trackpy.link(ordered, search_range, **link_kwargs)
     linked["particle"] = linked["particle"].astype(np.int64)
     return linked.reset_index(drop=True)
+
+
+@contextlib.contextmanager
+def quiet_linking() -> Iterator[None]:
+    """Keep ``trackpy.link``'s INFO line per frame out of the log, for the time of a block.
+
+    trackpy logs "Frame N: M trajectories present." at INFO for every frame it links, a
+    flood on a scan of thousands of points. Its linking logger's level is raised to WARNING
+    inside the block and restored after, so the user's own logging setup (``trackpy.quiet``
+    or not) is what it was.
+
+    Examples
+    --------
+    >>> before = logging.getLogger("trackpy.linking.linking").level
+    >>> with quiet_linking():
+    ...     logging.getLogger("trackpy.linking.linking").level
+    30
+    >>> logging.getLogger("trackpy.linking.linking").level == before
+    True
+    """
+    linking_logger = logging.getLogger("trackpy.linking.linking")
+    level = linking_logger.level
+    linking_logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        linking_logger.setLevel(level)

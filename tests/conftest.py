@@ -8,14 +8,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-@pytest.fixture(autouse=True)
-def _quiet_trackpy():
-    import trackpy
-
-    trackpy.quiet()
-    yield
-
-
 @pytest.fixture
 def caplog_streamcrystal(caplog):
     caplog.set_level(logging.WARNING, logger="streamcrystal")

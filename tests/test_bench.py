@@ -3,7 +3,7 @@ import re
 
 
 def test_bench_quick_prints_overhead_speedup_and_memory(capsys):
-    from streamcrystal import bench
+    from benchmarks import bench_pipeline as bench
 
     assert bench.main(["--quick", "--events", "2", "--repeats", "1"]) == 0
     out = capsys.readouterr().out

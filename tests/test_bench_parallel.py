@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamcrystal import bench_parallel
+from benchmarks import bench_parallel
 
 
 def test_quick_benchmark_prints_every_mode_and_ratio(capsys):

@@ -9,7 +9,7 @@ NUMBER = r"\s+(\d+\.\d+)"
 
 
 def test_bench_serve_quick_prints_both_paths_for_both_ways_of_carrying_frames():
-    run = subprocess.run([sys.executable, "-m", "streamcrystal.bench_serve", "--quick"], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "benchmarks.bench_serve", "--quick"], capture_output=True, text=True,
                          env=subprocess_env(), timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()

@@ -213,14 +213,6 @@ def test_trackpys_errors_are_raised_too(diameter, kwargs):
         fastlocate.locate(image, diameter, **kwargs)
 
 
-def test_peaks_locate_raises_like_trackpy_without_characterize():
-    image = trackpy.artificial.draw_spots((48, 48), [(20, 20)], 3, noise_level=5)
-    with pytest.raises(KeyError):
-        peaks.locate(image, 7, engine="trackpy", characterize=False)
-    with pytest.raises(KeyError):
-        peaks.locate(image, 7, characterize=False)
-
-
 def test_images_with_nan_or_inf_get_trackpys_answer():
     image = trackpy.artificial.draw_spots((48, 48), [(20, 20), (30, 35)], 3, noise_level=5).astype(float)
     for bad in (np.nan, np.inf):
@@ -368,7 +360,7 @@ def test_the_pipeline_uses_the_fast_engine_by_default():
 
 
 def test_bench_locate_quick_prints_the_ratios(capsys):
-    from streamcrystal import bench_locate
+    from benchmarks import bench_locate
 
     assert bench_locate.main(["--quick"]) == 0
     out = capsys.readouterr().out

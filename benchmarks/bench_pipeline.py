@@ -1,6 +1,6 @@
 """Benchmark: the pipeline against bare trackpy on the same frames; peak memory.
 
-Run ``python -m streamcrystal.bench`` (``--help`` for options). Everything is measured in
+Run ``python -m benchmarks.bench_pipeline`` (``--help`` for options). Everything is measured in
 one run on the same machine: events/s of
 
 - the bare per-frame work, a plain loop of average + subtract + clip + ``trackpy.locate``;
@@ -21,9 +21,13 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import event_model
 import numpy as np
+
+#: The checkout, from where a child process imports ``benchmarks``.
+_ROOT = str(Path(__file__).resolve().parent.parent)
 
 LOCATE = {"diameter": 15, "percentile": 80, "separation": 100}
 DATA_KEY = "dexela_image"
@@ -129,13 +133,13 @@ def _memory_child(shape, n_events):
 
 def peak_memory(shape, n_events) -> float:
     """Peak RSS (MB) of a fresh process that runs the pipeline over ``n_events`` events."""
-    code = f"from streamcrystal.bench import _memory_child; _memory_child({tuple(shape)!r}, {n_events})"
-    output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    code = f"from benchmarks.bench_pipeline import _memory_child; _memory_child({tuple(shape)!r}, {n_events})"
+    output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=_ROOT).stdout
     return json.loads(output.strip().splitlines()[-1])["peak_rss_mb"]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamcrystal.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=6, help="events per timed repeat (default 6)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported (default 3)")
     parser.add_argument("--memory-shape", default="2048x2048", help="detector shape of the memory runs")

@@ -1,6 +1,6 @@
 """Benchmark: the fast peak finder against ``trackpy.locate`` on the same images.
 
-Run ``python -m streamcrystal.bench_locate`` (``--help`` for options). In one run, on
+Run ``python -m benchmarks.bench_locate`` (``--help`` for options). In one run, on
 simulated detector images (:class:`streamcrystal.sim_sample.CrystalRod`: Bragg peaks of
 the grains at a grid point, powder rings, air scattering, dark current, Poisson noise; 5
 uint16 frames, the noiseless dark image as background) it measures
@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+#: The checkout, from where a child process imports ``benchmarks``.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
 LOCATE = {"diameter": 15, "percentile": 80, "separation": 100}
 FULL_SHAPES = ((2048, 2048), (3072, 3888))
 QUICK_SHAPES = ((256, 256), (384, 486))
@@ -37,7 +40,7 @@ QUICK_SHAPES = ((256, 256), (384, 486))
 def simulated_event(shape: tuple[int, int], *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """5 noisy uint16 frames of a crystal rod at the grid point most grains light up, and
     the dark image (float64) that is subtracted from them."""
-    from .sim_sample import CrystalRod
+    from streamcrystal.sim_sample import CrystalRod
 
     small = min(shape) < 1024  # fewer, closer peaks fit a small detector
     rod = CrystalRod((8, 6), shape, frames_per_point=5, n_grains=2 if small else 6,
@@ -57,8 +60,8 @@ def bare_event(frames: np.ndarray, background: np.ndarray):
 
 def fast_event(frames: np.ndarray, background: np.ndarray):
     """The fused average/subtract/clip and the fast engine."""
-    from .fastlocate import locate
-    from .fastlocate.frames import average_subtract_clip
+    from streamcrystal.fastlocate import locate
+    from streamcrystal.fastlocate.frames import average_subtract_clip
 
     image, _ = average_subtract_clip(frames, background)
     return locate(image, **LOCATE)
@@ -91,7 +94,7 @@ def compare_locate(image: np.ndarray, repeats: int) -> dict:
     """Median ms per image of ``trackpy.locate`` and of the fast engine, on ``image``."""
     import trackpy
 
-    from .fastlocate import locate
+    from streamcrystal.fastlocate import locate
 
     slow, fast, expected, found = _interleaved(lambda: trackpy.locate(image, **LOCATE),
                                                lambda: locate(image, **LOCATE), repeats)
@@ -150,8 +153,8 @@ def peak_memory(frames: np.ndarray, background: np.ndarray) -> dict:
         np.save(Path(directory) / "frames.npy", frames)
         np.save(Path(directory) / "background.npy", background)
         for path in ("bare", "fast"):
-            code = f"from streamcrystal.bench_locate import _memory_child; _memory_child({path!r}, {directory!r})"
-            output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+            code = f"from benchmarks.bench_locate import _memory_child; _memory_child({path!r}, {directory!r})"
+            output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=_ROOT).stdout
             result[path] = json.loads(output.strip().splitlines()[-1])
     return result
 
@@ -161,14 +164,14 @@ def _shape(shape: tuple[int, int]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamcrystal.bench_locate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_locate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each; medians are reported (default 5)")
     parser.add_argument("--quick", action="store_true", help="small images, 2 repeats (a smoke run, no figures)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     args = parser.parse_args(argv)
     import trackpy
 
-    from .fastlocate import warmup
+    from streamcrystal.fastlocate import warmup
 
     trackpy.quiet()
     shapes, repeats = (QUICK_SHAPES, 2) if args.quick else (FULL_SHAPES, args.repeats)

@@ -1,11 +1,11 @@
 """Benchmark: the pipeline served over 0MQ (publisher -> proxy -> server -> writer) against the
 same pipeline in-process, on the same frames.
 
-Run ``python -m streamcrystal.bench_serve`` (``--help``; ``--quick`` for a smoke run). The
+Run ``python -m benchmarks.bench_serve`` (``--help``; ``--quick`` for a smoke run). The
 proxy and the server are real ``streamcrystal proxy`` / ``streamcrystal serve`` processes;
 this process publishes with bluesky's ``Publisher`` and msgpack, and the server writes its
 analysis runs as JSON lines (``--catalog``: into a catalog). The frames
-(``streamcrystal.bench.synthetic_events``, 5 per event) travel two ways:
+(``benchmarks.bench_pipeline.synthetic_events``, 5 per event) travel two ways:
 
 - ``inline``: in the event documents, through 0MQ (40 MB an event at 2048 x 2048);
 - ``external``: in an HDF5 file, as an area detector writes them; the documents carry
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import DATA_KEY, raw_documents, synthetic_events
-from .wire import dumps
+from benchmarks.bench_pipeline import DATA_KEY, raw_documents, synthetic_events
+from streamcrystal.wire import dumps
 
 PIPELINE = "peak_tracking"
 
@@ -123,7 +123,7 @@ class InProcess:
     """The pipeline fed in this process, built once and kept across runs (as the server does)."""
 
     def __init__(self, background: np.ndarray, *, engine: str | None = None) -> None:
-        from .pipeline_files import load_pipeline
+        from streamcrystal.pipeline_files import load_pipeline
 
         self.pipe = load_pipeline(PIPELINE).make_pipeline(subtrahend=background, **_engine(engine))
         self.out: list = []
@@ -172,7 +172,7 @@ class ServedChain:
         self.serialize_seconds: list[float] = []
         try:
             if catalog is not None:
-                from .tiled_catalog import catalog as open_catalog
+                from streamcrystal.tiled_catalog import catalog as open_catalog
 
                 self.db = open_catalog(catalog)
             _wait(lambda: self._ping(), 180, "the server to hear the publisher")
@@ -218,14 +218,14 @@ class ServedChain:
 
     def _analysis(self, raw_uid: str):
         if self.db is None:
-            from .jsonl import read_documents
+            from streamcrystal.jsonl import read_documents
 
             for path in self.results.glob("*.jsonl"):
                 docs = read_documents(path)
                 if docs and docs[0][1].get("raw_uid") == raw_uid:
                     return docs
             raise KeyError(raw_uid)
-        from .writeback import analysis_runs
+        from streamcrystal.writeback import analysis_runs
 
         run = analysis_runs(self.db, raw_uid)[-1]
         return [(name, dict(doc)) for name, doc in self.db[run.start["uid"]].documents(fill=False)]
@@ -288,7 +288,7 @@ def compare(shape, *, n_events: int, repeats: int, frames=("inline", "external")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamcrystal.bench_serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=60,
                         help="events per timed run (default 60; each run also pays its fixed costs: the catalog's "
                              "nodes at the start, linking, mapping and the tables written at the stop)")
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import trackpy
 
-    from .serve import reuse_freed_memory
+    from streamcrystal.serve import reuse_freed_memory
 
     trackpy.quiet()
     reuse_freed_memory()  # as the server and the proxy do: the in-process pipeline gets it too

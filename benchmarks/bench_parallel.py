@@ -1,6 +1,6 @@
 """Benchmark: the pipeline on Dask workers against the serial pipeline and ``trackpy.batch``.
 
-Run ``python -m streamcrystal.bench_parallel`` (``--help`` for options). Everything is measured
+Run ``python -m benchmarks.bench_parallel`` (``--help`` for options). Everything is measured
 in one run on the same machine, on the same synthetic events (3072 x 3888 pixels, 5 uint16
 frames each, Bragg-like spots over dark current and noise), as events/s (medians of repeats):
 
@@ -36,7 +36,7 @@ import time
 import event_model
 import numpy as np
 
-from .bench import DATA_KEY, LOCATE, raw_documents, synthetic_events
+from benchmarks.bench_pipeline import DATA_KEY, LOCATE, raw_documents, synthetic_events
 
 FULL = (3072, 3888)
 
@@ -106,7 +106,7 @@ def write_hdf5(events, directory: str) -> str:
 def time_pipeline(make_docs, background, *, client=None, pids=()):
     """Seconds to feed one run through a new pipeline (the stop returns once it is mapped),
     the peaks found, peak memory (this process, workers)."""
-    from . import peak_tracking
+    from streamcrystal import peak_tracking
 
     pipe = peak_tracking(DATA_KEY, subtrahend=background, search_range=50, client=client, **LOCATE)
     peaks = []
@@ -134,9 +134,9 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
     The modes take turns within each repeat (serial, 1 worker, 2 workers, HDF5,
     tp.batch, then again), so a neighbour's load on a shared machine slows them alike.
     """
-    from .frames import process_frames
-    from .parallel import make_client
-    from .peaks import locate
+    from streamcrystal.frames import process_frames
+    from streamcrystal.parallel import make_client
+    from streamcrystal.peaks import locate
 
     events, background = synthetic_events(shape)
     locate(process_frames(events[0], background), **LOCATE)  # numba's compilation, outside the timings
@@ -181,7 +181,7 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
 
 def _tp_batch_mode(events, background, n_events: int, processes: int):
     """tp.batch on the processed images (made here, not timed): seconds, features, memory."""
-    from .frames import process_frames
+    from streamcrystal.frames import process_frames
 
     images = [process_frames(events[i % len(events)], background) for i in range(n_events)]
     with MemorySampler() as memory:
@@ -191,8 +191,8 @@ def _tp_batch_mode(events, background, n_events: int, processes: int):
 
 def _worker_ms_per_frame(frames, background, repeats: int = 2) -> float:
     """On a worker: milliseconds of the whole per-frame work of one event (warm)."""
-    from .records import FrameTask
-    from .steps import frame_step
+    from streamcrystal.records import FrameTask
+    from streamcrystal.steps import frame_step
 
     task = FrameTask("bench", 1, "primary", frames=frames, background=background)
     frame_step(task, **LOCATE)
@@ -223,7 +223,7 @@ def report(results: dict, workers, say=print) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamcrystal.bench_parallel", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_parallel", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=16, help="events per timed run (default 16)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode; medians are reported (default 3)")
     parser.add_argument("--shape", default=f"{FULL[0]}x{FULL[1]}", help="detector shape, ROWSxCOLS (default %(default)s)")
