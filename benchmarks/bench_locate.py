@@ -1,11 +1,11 @@
 """Benchmark: the fast peak finder against ``trackpy.locate`` on the same images.
 
 Run ``python -m benchmarks.bench_locate`` (``--help`` for options). In one run, on
-simulated detector images (:class:`streamcrystal.sim_sample.CrystalRod`: Bragg peaks of
+simulated detector images (:class:`streamcrystal.sim.sample.CrystalRod`: Bragg peaks of
 the grains at a grid point, powder rings, air scattering, dark current, Poisson noise; 5
 uint16 frames, the noiseless dark image as background) it measures
 
-- ``trackpy.locate`` against :func:`streamcrystal.fastlocate.locate` (``diameter=15,
+- ``trackpy.locate`` against :func:`streamcrystal.science.fastlocate.locate` (``diameter=15,
   percentile=80, separation=100``) on the processed image at 2048 x 2048 and 3072 x 3888:
   median milliseconds per image over the repeats (the two interleaved), their ratio, and
   whether the two DataFrames are identical;
@@ -40,7 +40,7 @@ QUICK_SHAPES = ((256, 256), (384, 486))
 def simulated_event(shape: tuple[int, int], *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """5 noisy uint16 frames of a crystal rod at the grid point most grains light up, and
     the dark image (float64) that is subtracted from them."""
-    from streamcrystal.sim_sample import CrystalRod
+    from streamcrystal.sim.sample import CrystalRod
 
     small = min(shape) < 1024  # fewer, closer peaks fit a small detector
     rod = CrystalRod((8, 6), shape, frames_per_point=5, n_grains=2 if small else 6,
@@ -60,11 +60,10 @@ def bare_event(frames: np.ndarray, background: np.ndarray):
 
 def fast_event(frames: np.ndarray, background: np.ndarray):
     """The fused average/subtract/clip and the fast engine."""
-    from streamcrystal.fastlocate import locate
-    from streamcrystal.fastlocate.frames import average_subtract_clip
+    from streamcrystal.science.fastlocate import locate
+    from streamcrystal.science.frames import process_frames
 
-    image, _ = average_subtract_clip(frames, background)
-    return locate(image, **LOCATE)
+    return locate(process_frames(frames, background), **LOCATE)
 
 
 def _interleaved(first, second, repeats: int) -> tuple[list[float], list[float], object, object]:
@@ -94,7 +93,7 @@ def compare_locate(image: np.ndarray, repeats: int) -> dict:
     """Median ms per image of ``trackpy.locate`` and of the fast engine, on ``image``."""
     import trackpy
 
-    from streamcrystal.fastlocate import locate
+    from streamcrystal.science.fastlocate import locate
 
     slow, fast, expected, found = _interleaved(lambda: trackpy.locate(image, **LOCATE),
                                                lambda: locate(image, **LOCATE), repeats)
@@ -171,7 +170,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import trackpy
 
-    from streamcrystal.fastlocate import warmup
+    from streamcrystal.science.fastlocate import warmup
 
     trackpy.quiet()
     shapes, repeats = (QUICK_SHAPES, 2) if args.quick else (FULL_SHAPES, args.repeats)

@@ -110,7 +110,7 @@ def time_pipeline(make_docs, background, *, client=None, pids=()):
 
     pipe = peak_tracking(DATA_KEY, subtrahend=background, search_range=50, client=client, **LOCATE)
     peaks = []
-    pipe.nodes["locate"].sink(lambda result: peaks.append(result.n_peaks))
+    pipe.nodes["frame_results"].sink(lambda result: peaks.append(result.n_peaks))
     with MemorySampler(pids) as memory:
         t0 = time.perf_counter()
         for name, doc in make_docs():
@@ -134,9 +134,9 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
     The modes take turns within each repeat (serial, 1 worker, 2 workers, HDF5,
     tp.batch, then again), so a neighbour's load on a shared machine slows them alike.
     """
-    from streamcrystal.frames import process_frames
-    from streamcrystal.parallel import make_client
-    from streamcrystal.peaks import locate
+    from streamcrystal.science.frames import process_frames
+    from streamcrystal import make_client
+    from streamcrystal.science.peaks import locate
 
     events, background = synthetic_events(shape)
     locate(process_frames(events[0], background), **LOCATE)  # numba's compilation, outside the timings
@@ -181,7 +181,7 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
 
 def _tp_batch_mode(events, background, n_events: int, processes: int):
     """tp.batch on the processed images (made here, not timed): seconds, features, memory."""
-    from streamcrystal.frames import process_frames
+    from streamcrystal.science.frames import process_frames
 
     images = [process_frames(events[i % len(events)], background) for i in range(n_events)]
     with MemorySampler() as memory:
@@ -191,14 +191,14 @@ def _tp_batch_mode(events, background, n_events: int, processes: int):
 
 def _worker_ms_per_frame(frames, background, repeats: int = 2) -> float:
     """On a worker: milliseconds of the whole per-frame work of one event (warm)."""
+    from streamcrystal.graph.steps import locate_step, process_step
     from streamcrystal.records import FrameTask
-    from streamcrystal.steps import frame_step
 
     task = FrameTask("bench", 1, "primary", frames=frames, background=background)
-    frame_step(task, **LOCATE)
+    locate_step(process_step(task), **LOCATE)
     t0 = time.perf_counter()
     for _ in range(repeats):
-        frame_step(task, **LOCATE)
+        locate_step(process_step(task), **LOCATE)
     return (time.perf_counter() - t0) / repeats * 1000
 
 

@@ -81,7 +81,7 @@ def pipeline_run(events, background, n_events, engine="fast"):
 
     pipe = peak_tracking(DATA_KEY, subtrahend=background, search_range=50, engine=engine, **LOCATE)
     counted = []
-    pipe.nodes["locate"].sink(lambda result: counted.append(result.n_peaks))
+    pipe.nodes["frame_results"].sink(lambda result: counted.append(result.n_peaks))
     for name, doc in raw_documents(events, n_events):
         pipe(name, doc)
     return sum(counted)

@@ -28,7 +28,7 @@ repeats interleaved with the in-process ones:
   whatever the latency; the spool journal has it as the writer takes it.
 
 Every process, this one included, keeps freed large blocks for reuse
-(:func:`streamcrystal.serve.reuse_freed_memory`).
+(:func:`streamcrystal.serve.transport.reuse_freed_memory`).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_pipeline import DATA_KEY, raw_documents, synthetic_events
-from streamcrystal.wire import dumps
+from streamcrystal.serve.wire import dumps
 
 PIPELINE = "peak_tracking"
 
@@ -123,7 +123,7 @@ class InProcess:
     """The pipeline fed in this process, built once and kept across runs (as the server does)."""
 
     def __init__(self, background: np.ndarray, *, engine: str | None = None) -> None:
-        from streamcrystal.pipeline_files import load_pipeline
+        from streamcrystal.graph.files import load_pipeline
 
         self.pipe = load_pipeline(PIPELINE).make_pipeline(subtrahend=background, **_engine(engine))
         self.out: list = []
@@ -172,7 +172,7 @@ class ServedChain:
         self.serialize_seconds: list[float] = []
         try:
             if catalog is not None:
-                from streamcrystal.tiled_catalog import catalog as open_catalog
+                from streamcrystal.storage.catalog import catalog as open_catalog
 
                 self.db = open_catalog(catalog)
             _wait(lambda: self._ping(), 180, "the server to hear the publisher")
@@ -218,14 +218,14 @@ class ServedChain:
 
     def _analysis(self, raw_uid: str):
         if self.db is None:
-            from streamcrystal.jsonl import read_documents
+            from streamcrystal.storage.jsonl import read_documents
 
             for path in self.results.glob("*.jsonl"):
                 docs = read_documents(path)
                 if docs and docs[0][1].get("raw_uid") == raw_uid:
                     return docs
             raise KeyError(raw_uid)
-        from streamcrystal.writeback import analysis_runs
+        from streamcrystal.storage.writeback import analysis_runs
 
         run = analysis_runs(self.db, raw_uid)[-1]
         return [(name, dict(doc)) for name, doc in self.db[run.start["uid"]].documents(fill=False)]
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import trackpy
 
-    from streamcrystal.serve import reuse_freed_memory
+    from streamcrystal.serve.transport import reuse_freed_memory
 
     trackpy.quiet()
     reuse_freed_memory()  # as the server and the proxy do: the in-process pipeline gets it too

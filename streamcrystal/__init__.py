@@ -1,8 +1,19 @@
 """streamcrystal: crystal mapping from streaming X-ray diffraction data.
 
 The main object is :func:`peak_tracking`, a declarative streamz graph that turns the live
-event-model document stream of a grid scan into Bragg-peak tables, linked tracks and
-crystal maps, emitted as event-model documents.
+event-model document stream of a scan into Bragg-peak tables, linked tracks and crystal
+maps, emitted as event-model documents.
+
+This module lists the public names; each lives in the layer that does its job::
+
+    science/    arrays in, arrays out: frames, peaks (+ fastlocate/), tracks, maps
+    documents/  event-model documents in (routing, external data, HDF5) and out (analysis runs, tally)
+    graph/      the streamz graph: steps, segments, pipeline, Dask, the seed's callbacks, results
+    storage/    the catalog, write-back, replay, the spool
+    serve/      0MQ: wire format, server, transport
+    views/      figures, progress bar, live maps
+    sim/        the simulated sample and devices
+    cli/        the ``streamcrystal`` command
 
 Public names are imported lazily, so ``import streamcrystal`` stays fast (trackpy, numba,
 bluesky and streamz load when first used).
@@ -14,22 +25,24 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "peak_tracking": "pipeline",
-    "Pipeline": "pipeline",
-    "RunResults": "results",
-    "locate": "peaks",
-    "link_features": "tracks",
-    "crystal_maps": "maps",
-    "process_frames": "frames",
-    "reshape": "plot",
-    "plot_real_aspect": "plot",
-    "plot_maps": "plot",
-    "plot_peaks": "plot",
-    "load_pipeline": "pipeline_files",
-    "catalog": "tiled_catalog",
-    "load_results": "writeback",
-    "replay": "replaying",
-    "DocumentError": "errors",
+    "peak_tracking": "graph.pipeline",
+    "Pipeline": "graph.pipeline",
+    "RunResults": "graph.results",
+    "load_pipeline": "graph.files",
+    "make_client": "graph.cluster",
+    "locate": "science.peaks",
+    "link_features": "science.tracks",
+    "crystal_maps": "science.maps",
+    "process_frames": "science.frames",
+    "catalog": "storage.catalog",
+    "load_results": "storage.writeback",
+    "replay": "storage.replay",
+    "reshape": "views.plot",
+    "plot_real_aspect": "views.plot",
+    "plot_maps": "views.plot",
+    "plot_peaks": "views.plot",
+    "LiveProgress": "views.progress",
+    "LiveMap": "views.live_map",
     "FrameError": "errors",
     "StreamCrystalError": "errors",
 }

@@ -12,31 +12,41 @@ from pathlib import Path
 
 import numpy as np
 
+from .documents.tally import RunTally
+from .graph.files import load_pipeline
+from .science.frames import process_frames
+from .science.peaks import noise_minmass
+from .sim import CrystalRod, simulate_scan
+from .storage.catalog import catalog, default_catalog_path, raw_data_dir
+from .storage.writeback import catalog_writer
+from .views.plot import plot_maps
+from .views.progress import LiveProgress
+
 __all__ = ["DemoReport", "demo", "match_grains"]
 
 
 @dataclass
 class DemoReport:
-    """What the demo did and found."""
+    """What the demo did and found: the analysis run's tally, the grains' overlaps, the files."""
 
-    raw_uid: str
-    analysis_uid: str | None
+    tally: RunTally
     catalog: str
-    n_events: int
-    n_features: int
-    n_particles: int
-    n_mapped: int
+    n_linked: int
     events_per_second: float
     grain_iou: list[float]
     files: list[Path] = field(default_factory=list)
 
+    @property
+    def raw_uid(self) -> str:
+        return self.tally.raw_uid
+
     def summary(self) -> str:
         ious = ", ".join(f"{iou:.2f}" for iou in self.grain_iou)
         return (
-            f"raw run {self.raw_uid}, analysis run {self.analysis_uid}, stored in the catalog {self.catalog}\n"
-            f"  events processed  {self.n_events} ({self.events_per_second:.1f} events/s, live with the RunEngine)\n"
-            f"  peaks located     {self.n_features}\n"
-            f"  particles linked  {self.n_particles}, mapped (seen on enough grid points) {self.n_mapped}\n"
+            f"raw run {self.raw_uid}, analysis run {self.tally.analysis_uid}, stored in the catalog {self.catalog}\n"
+            f"  {self.tally.line()}\n"
+            f"  {self.events_per_second:.1f} events/s, live with the RunEngine; {self.n_linked} particles linked, "
+            f"{self.tally.particles} mapped (seen on enough grid points)\n"
             f"  simulated grains  {len(self.grain_iou)}; best map overlap (IoU) per grain: {ious}"
         )
 
@@ -85,13 +95,6 @@ def demo(
     matplotlib.use("Agg")
     from bluesky import RunEngine
 
-    from .pipeline_files import load_pipeline
-    from .plot import plot_maps
-    from .progress import LiveProgress
-    from .tiled_catalog import catalog, default_catalog_path, raw_data_dir
-    from .sim import CrystalRod, simulate_scan
-    from .writeback import catalog_writer
-
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     rod = CrystalRod(grid_shape, detector_shape, frames_per_point=frames_per_point, n_grains=n_grains, seed=seed)
@@ -110,8 +113,6 @@ def demo(
     pipe.subscribe(live)
     db = catalog(catalog_path, uri=uri, api_key=api_key)
     pipe.subscribe(catalog_writer(db))
-    analysis_uids: list[str] = []
-    pipe.subscribe(lambda name, doc: analysis_uids.append(doc["uid"]) if name == "start" else None)
 
     t0 = time.perf_counter()
     raw_uid, truth = simulate_scan(
@@ -134,14 +135,10 @@ def demo(
     files.append(output / "pipeline.png")
 
     return DemoReport(
-        raw_uid=raw_uid,
-        analysis_uid=analysis_uids[0] if analysis_uids else None,
+        tally=live.latest,
         catalog=str(uri or (catalog_path or default_catalog_path())),
-        n_events=len(results.frames),
-        n_features=len(results.features),
-        n_particles=int(results.tracks["particle"].nunique()) if len(results.tracks) else 0,
-        n_mapped=int(results.maps.sizes["particle"]),
-        events_per_second=len(results.frames) / elapsed,
+        n_linked=int(results.tracks["particle"].nunique()) if len(results.tracks) else 0,
+        events_per_second=live.latest.events / elapsed,
         grain_iou=match_grains(results.maps.values, [g.footprint for g in truth.grains]),
         files=files,
     )
@@ -153,9 +150,6 @@ def default_minmass(rod, parameters) -> float:
     What a beamline user can do too: take two exposures off the sample, and keep features
     clearly stronger than anything located on their difference (see :func:`noise_minmass`).
     """
-    from .frames import process_frames
-    from .peaks import noise_minmass
-
     (row_a, col_a), (row_b, col_b) = np.argwhere(rod.truth.empty)[[0, -1]]
     rng = np.random.default_rng(rod.seed + 2)
     first, second = (process_frames(rod.frames(int(r), int(c), rng)) for r, c in [(row_a, col_a), (row_b, col_b)])

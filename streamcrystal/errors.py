@@ -1,16 +1,22 @@
-"""The exceptions of streamcrystal: one small hierarchy whose fields are attributes.
+"""Every exception of streamcrystal: one small hierarchy, whose fields are attributes.
 
-Every error that concerns a document names the run it belongs to, so a log line at the
-beamline says which scan to look at.
+Each message says what is wrong, where (the run uid, the ``seq_num``, the key, the file) and
+how to fix it. Bad data inside a run is not raised: the pipeline logs it with its run uid and
+``seq_num``, skips it and names it in the analysis stop's ``reason`` (see
+:mod:`streamcrystal.graph.steps`); these exceptions are for callers who can fix something.
 """
 from __future__ import annotations
 
 __all__ = [
     "StreamCrystalError",
-    "DocumentError",
     "FrameError",
     "ShapeMismatchError",
+    "ColumnError",
     "GraphvizMissingError",
+    "PipelineFileError",
+    "PipelineClosedError",
+    "ClientClosedError",
+    "MessageError",
 ]
 
 
@@ -18,56 +24,8 @@ class StreamCrystalError(Exception):
     """Base class of every error raised by streamcrystal."""
 
 
-class DocumentError(StreamCrystalError, ValueError):
-    """A document of a run cannot be processed.
-
-    Parameters
-    ----------
-    problem : str
-        What is wrong, in words.
-    run_uid : str, optional
-        The uid of the raw run the document belongs to (``None`` if unknown).
-    seq_num : int, optional
-        The ``seq_num`` of the offending event, if it is one.
-    key : str, optional
-        The offending key (a data key, a document field).
-
-    Examples
-    --------
-    >>> err = DocumentError("missing data key", run_uid="abc", seq_num=3, key="dexela_image")
-    >>> str(err)
-    "missing data key (run abc, seq_num 3, key 'dexela_image')"
-    >>> err.key
-    'dexela_image'
-    """
-
-    def __init__(
-        self,
-        problem: str,
-        *,
-        run_uid: str | None = None,
-        seq_num: int | None = None,
-        key: str | None = None,
-    ) -> None:
-        self.problem = problem
-        self.run_uid = run_uid
-        self.seq_num = seq_num
-        self.key = key
-        super().__init__(self._format())
-
-    def _format(self) -> str:
-        where = []
-        if self.run_uid is not None:
-            where.append(f"run {self.run_uid}")
-        if self.seq_num is not None:
-            where.append(f"seq_num {self.seq_num}")
-        if self.key is not None:
-            where.append(f"key {self.key!r}")
-        return f"{self.problem} ({', '.join(where)})" if where else self.problem
-
-
 class FrameError(StreamCrystalError, ValueError):
-    """An image cannot be processed (NaN pixels, wrong dimensions, ...)."""
+    """An image cannot be processed (wrong dimensions, ...)."""
 
 
 class ShapeMismatchError(FrameError):
@@ -88,5 +46,66 @@ class ShapeMismatchError(FrameError):
         )
 
 
+class ColumnError(StreamCrystalError, KeyError, ValueError):
+    """A table lacks a column: catchable as KeyError (like pandas) or ValueError; prints plainly.
+
+    Examples
+    --------
+    >>> str(ColumnError("intensity column 'mas' is not in the tracks; valid choices: ['mass']"))
+    "intensity column 'mas' is not in the tracks; valid choices: ['mass']"
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class GraphvizMissingError(StreamCrystalError, RuntimeError):
-    """The graphviz ``dot`` program, needed to draw a pipeline, is not installed."""
+    """Drawing with graphviz was asked for, and its ``dot`` program is not installed."""
+
+
+class PipelineFileError(StreamCrystalError, ValueError):
+    """A pipeline file cannot be found or does not define ``make_pipeline``."""
+
+
+class PipelineClosedError(StreamCrystalError, RuntimeError):
+    """A parallel pipeline was closed (``Pipeline.close``): it takes no more documents."""
+
+    def __init__(self) -> None:
+        super().__init__("this pipeline was closed: its Dask segment stopped; build a new pipeline")
+
+
+class ClientClosedError(StreamCrystalError, RuntimeError):
+    """The Dask client of a parallel pipeline is closed: the pipeline cannot run any more.
+
+    Parameters
+    ----------
+    status : str
+        The client's status (``"closed"``, ...).
+    """
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        super().__init__(f"the Dask client of this pipeline is {status!r}: its event loop, where the graph runs, "
+                         "has stopped; build a new pipeline with a running client")
+
+
+class MessageError(StreamCrystalError, ValueError):
+    """A message from a socket that is not a document; it is dropped, the receiver goes on.
+
+    Parameters
+    ----------
+    problem : str
+        What is wrong with it.
+    name : str, optional
+        The document name the message claimed, if it got that far.
+
+    Examples
+    --------
+    >>> str(MessageError("undecodable msgpack", name="start"))
+    "undecodable msgpack (a message named 'start')"
+    """
+
+    def __init__(self, problem: str, *, name: str | None = None) -> None:
+        self.problem = problem
+        self.name = name
+        super().__init__(problem if name is None else f"{problem} (a message named {name!r})")

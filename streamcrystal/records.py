@@ -5,13 +5,27 @@ function that can be tested (and shipped to a Dask worker) on its own.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["Routed", "FrameReference", "FrameTask", "FrameResult", "RunFeatures", "RunAnalysis", "replace"]
+__all__ = ["Routed", "FrameReference", "FrameTask", "FrameResult", "RunFeatures", "RunAnalysis", "replace",
+           "log_skipped"]
+
+logger = logging.getLogger("streamcrystal")
+
+
+def log_skipped(run_uid: str | None, seq_num, problem: str, *, level: int = logging.WARNING) -> None:
+    """Log a document or frame that is skipped: ``run <uid> seq_num <n>: <problem>; skipped``.
+
+    The one phrase every skipped item is logged with (logger ``streamcrystal``), so that a
+    beamline log says which scan and which point to look at.
+    """
+    where = f"run {run_uid or '<unknown>'}" + (f" seq_num {seq_num}" if seq_num is not None else "")
+    logger.log(level, "%s: %s; skipped", where, problem)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,13 @@
 """The output tables, once: their columns, their dtypes, and their event-model data keys.
 
-Every table a pipeline emits (as documents, as pandas in :class:`~streamcrystal.results.RunResults`,
-and read back from a catalog) is described here and nowhere else.
+Every table a pipeline emits (as documents in the streams of an analysis run, as pandas in
+:class:`~streamcrystal.graph.results.RunResults`, and read back from a catalog) is described
+here and nowhere else:
+
+``features``  one row per located peak: trackpy's columns (below) and ``frame``, the raw ``seq_num``;
+``frames``    one row per processed raw event (:data:`FRAME_DTYPES`);
+``tracks``    the features with their ``particle``;
+``maps``      one row per mapped particle (:data:`PARTICLE_DTYPES`) and its ``map`` over the scan.
 
 The feature columns are trackpy's, and depend on how ``trackpy.locate`` is called: with one
 diameter ``y, x, mass, size, ecc, signal, raw_mass, ep``; with one diameter per axis
@@ -15,7 +21,23 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-__all__ = ["feature_columns", "empty_features", "conform_features"]
+__all__ = ["STREAMS", "FRAME_DTYPES", "PARTICLE_DTYPES", "feature_columns", "empty_features", "conform_features",
+           "typed", "data_keys"]
+
+#: The streams of an analysis run, in the order their descriptors come.
+STREAMS = ("features", "frames", "tracks", "maps")
+
+#: The ``frames`` table: one row per processed raw event.
+FRAME_DTYPES = {"frame": np.int64, "n_peaks": np.int64, "total_intensity": np.float64, "skipped": np.bool_,
+                "skip_reason": object}
+
+#: The ``particles`` table (the ``maps`` stream without its maps): one row per mapped particle,
+#: ``y, x`` its mean detector position (pixels), ``n_frames`` the scan points it was seen on.
+PARTICLE_DTYPES = {"particle": np.int64, "y": np.float64, "x": np.float64, "n_frames": np.int64,
+                   "total_intensity": np.float64}
+
+_INTEGERS = {"frame", "particle", "n_peaks", "n_frames"}
+_SOURCE = "streamcrystal"
 
 
 def feature_columns(diameter: int | Iterable[int] = 1, *, characterize: bool = True) -> tuple[str, ...]:
@@ -72,3 +94,56 @@ def conform_features(found: pd.DataFrame, columns: Iterable[str]) -> pd.DataFram
     if len(found) == 0:
         return empty_features(columns)
     return found.reindex(columns=columns).astype(np.float64).reset_index(drop=True)
+
+
+def typed(table: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
+    """``table`` with exactly the columns of ``dtypes``, in their order and dtypes (read back from a catalog).
+
+    Examples
+    --------
+    >>> read_back = pd.DataFrame({"x": [1], "particle": [2.0], "y": [0], "total_intensity": [5], "n_frames": [3.0]})
+    >>> typed(read_back, PARTICLE_DTYPES).dtypes.tolist()
+    [dtype('int64'), dtype('float64'), dtype('float64'), dtype('int64'), dtype('float64')]
+    """
+    return table.reindex(columns=list(dtypes)).astype(dtypes)
+
+
+def _key(column: str) -> dict:
+    if column in _INTEGERS:
+        dtype = "integer"
+    elif column == "skipped":
+        dtype = "boolean"
+    elif column == "skip_reason":
+        dtype = "string"
+    else:
+        dtype = "number"
+    return {"dtype": dtype, "shape": [], "source": _SOURCE}
+
+
+def data_keys(stream: str, *, feature_columns: Iterable[str] = feature_columns(), grid_shape=(), grid_dims=()) -> dict:
+    """The event-model ``data_keys`` of an analysis run's ``stream``.
+
+    ``feature_columns`` are those of the ``features`` and ``tracks`` streams;
+    ``grid_shape``/``grid_dims`` the shape and dimension names of a ``maps`` stream's ``map``.
+
+    Examples
+    --------
+    >>> sorted(data_keys("frames"))
+    ['frame', 'n_peaks', 'skip_reason', 'skipped', 'total_intensity']
+    >>> data_keys("maps", grid_shape=(4, 5), grid_dims=("sample_y", "sample_x"))["map"]["shape"]
+    [4, 5]
+    """
+    if stream == "features":
+        columns = [*feature_columns, "frame"]
+    elif stream == "tracks":
+        columns = [*feature_columns, "frame", "particle"]
+    elif stream == "frames":
+        columns = list(FRAME_DTYPES)
+    elif stream == "maps":
+        keys = {column: _key(column) for column in PARTICLE_DTYPES}
+        keys["map"] = {"dtype": "array", "shape": list(grid_shape), "dtype_numpy": "<f8", "dims": list(grid_dims),
+                       "source": _SOURCE}
+        return keys
+    else:
+        raise ValueError(f"no stream {stream!r} in an analysis run; valid streams: {list(STREAMS)}")
+    return {column: _key(column) for column in columns}

@@ -1,10 +1,9 @@
+"""Fixtures shared by the whole suite; the helpers are the package ``tests.helpers``."""
 import logging
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 

@@ -1,7 +1,6 @@
 """The notebooks run top to bottom (their checks are asserted in cells), outputs cleared in the repo."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat

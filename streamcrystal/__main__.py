@@ -1,0 +1,6 @@
+"""``python -m streamcrystal ...``: the ``streamcrystal`` command."""
+import sys
+
+from .cli.main import main
+
+sys.exit(main())

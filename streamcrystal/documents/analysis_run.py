@@ -1,0 +1,187 @@
+"""Event-model documents out: one analysis run per raw run (the ``to_event_model`` node).
+
+Streams of an analysis run:
+
+``features``  one event per located peak, emitted as each raw event is processed;
+``frames``    one event per processed raw event (peaks found, intensity, skip reason);
+``tracks``    after the raw stop, one event per linked feature (features + ``particle``);
+``maps``      after the raw stop, one event per particle: its crystal map over the scan grid.
+
+The descriptors of ``features`` and ``frames`` are emitted with the start, so a run without
+any peak still has them (the original emitted none).
+"""
+from __future__ import annotations
+
+import logging
+import time as ttime
+from collections.abc import Mapping
+
+import event_model
+import numpy as np
+import pandas as pd
+
+from ..records import FrameResult, Routed, RunAnalysis
+from ..schema import PARTICLE_DTYPES, data_keys, feature_columns
+
+__all__ = ["AnalysisRun", "to_event_model", "derived_run_metadata"]
+
+logger = logging.getLogger("streamcrystal")
+
+
+def _plain(value):
+    """A JSON/msgpack-friendly Python scalar of a numpy or pandas value."""
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def derived_run_metadata(raw_start: Mapping) -> dict:
+    """Keys a derived run copies from its raw run, so bluesky's live views can show it.
+
+    ``BestEffortCallback`` formats ``plan_type`` and ``scan_id`` of every start it sees;
+    ``raw_grid`` holds the raw start's ``shape``, ``extents``, ``snaking`` and ``motors``.
+    """
+    metadata = {"plan_type": "streamcrystal", "scan_id": raw_start.get("scan_id", 0)}
+    if "sample" in raw_start:
+        metadata["sample"] = raw_start["sample"]
+    # the raw scan's grid, so that maps and live views need not find the raw run
+    grid = {key: raw_start[key] for key in ("shape", "extents", "snaking", "motors") if key in raw_start}
+    if grid:
+        metadata["raw_grid"] = grid
+    return metadata
+
+
+class AnalysisRun:
+    """Compose the documents of the analysis run of one raw run.
+
+    Parameters
+    ----------
+    raw_start : dict
+        The raw run's start document.
+    provenance : dict
+        The pipeline's description (nodes, edges, parameters, versions), stored under
+        ``pipeline`` in the analysis start.
+    stage : str
+        ``analysis_stage`` of the start document.
+    feature_columns : sequence of str
+        The columns of the features (:func:`~streamcrystal.schema.feature_columns`).
+    stream_names : dict, optional
+        The name of each stream if not its own (the seed's callbacks put their features or
+        tracks in ``primary``, where ``header.table()`` reads).
+    """
+
+    def __init__(self, raw_start: Mapping, provenance: Mapping, *, stage: str = "peak_tracking",
+                 feature_columns=feature_columns(), stream_names: Mapping[str, str] | None = None) -> None:
+        self.raw_uid = raw_start["uid"]
+        self.feature_columns = tuple(feature_columns)
+        self.stream_names = dict(stream_names or {})
+        metadata = {
+            "raw_uid": self.raw_uid,
+            "analysis_stage": stage,
+            "plan_name": stage,
+            "pipeline": dict(provenance),
+            **derived_run_metadata(raw_start),
+        }
+        self._bundle = event_model.compose_run(metadata=metadata)
+        self._composers: dict[str, event_model.ComposeDescriptorBundle] = {}
+
+    @property
+    def uid(self) -> str:
+        return self._bundle.start_doc["uid"]
+
+    def _descriptor(self, stream: str, data_keys: dict) -> list:
+        bundle = self._bundle.compose_descriptor(name=self.stream_names.get(stream, stream), data_keys=data_keys)
+        self._composers[stream] = bundle
+        return [("descriptor", bundle.descriptor_doc)]
+
+    def _event(self, stream: str, data: dict) -> tuple[str, dict]:
+        now = ttime.time()
+        data = {key: _plain(value) for key, value in data.items()}
+        # Not validated here: jsonschema costs ~0.7 ms an event and a noisy frame has hundreds
+        # of features; the keys come from our own descriptor, and the tests validate every
+        # document the pipeline emits against event-model's schemas.
+        return ("event", self._composers[stream].compose_event(data=data, timestamps={k: now for k in data}, validate=False))
+
+    def open(self, streams=("features", "frames")) -> list[tuple[str, dict]]:
+        """The start document and the descriptors of the per-frame ``streams``."""
+        docs = [("start", self._bundle.start_doc)]
+        for stream in streams:
+            docs += self._descriptor(stream, data_keys(stream, feature_columns=self.feature_columns))
+        return docs
+
+    def frame(self, result: FrameResult) -> list[tuple[str, dict]]:
+        """One ``features`` event per peak of a frame, then its ``frames`` event."""
+        columns = [*self.feature_columns, "frame"]
+        docs = [self._event("features", dict(zip(columns, row))) for row in result.features[columns].itertuples(index=False)]
+        summary = {
+            "frame": result.seq_num,
+            "n_peaks": result.n_peaks,
+            "total_intensity": result.total_intensity,
+            "skipped": result.problem is not None,
+            "skip_reason": result.problem or "",
+        }
+        docs.append(self._event("frames", summary))
+        return docs
+
+    def close(self, analysis: RunAnalysis, streams=("tracks", "maps")) -> list[tuple[str, dict]]:
+        """The ``tracks`` and ``maps`` streams and the stop document."""
+        docs = []
+        if "tracks" in streams:
+            keys = data_keys("tracks", feature_columns=self.feature_columns)
+            docs += self._descriptor("tracks", keys)
+            columns = list(keys)
+            for row in analysis.tracks[columns].itertuples(index=False):
+                docs.append(self._event("tracks", dict(zip(columns, row))))
+        if "maps" in streams:
+            docs += self._maps(analysis)
+        docs.append(("stop", self._stop(analysis.stop, analysis.problems, analysis.failure)))
+        return docs
+
+    def close_without_tracks(self, raw_stop: Mapping) -> list[tuple[str, dict]]:
+        """Only the stop document (for a run of per-frame streams only)."""
+        return [("stop", self._stop(raw_stop, (), None))]
+
+    def _maps(self, analysis: RunAnalysis) -> list[tuple[str, dict]]:
+        grid = analysis.grid
+        docs = self._descriptor("maps", data_keys("maps", grid_shape=grid["shape"], grid_dims=grid["dims"]))
+        particles = analysis.particles if analysis.particles is not None else pd.DataFrame()
+        columns = list(PARTICLE_DTYPES)
+        for row, particle_map in zip(particles.reindex(columns=columns).itertuples(index=False), analysis.maps):
+            docs.append(self._event("maps", {**dict(zip(columns, row)), "map": particle_map}))
+        return docs
+
+    def _stop(self, raw_stop: Mapping, problems, failure: str | None) -> dict:
+        exit_status = raw_stop.get("exit_status", "success")
+        reasons = [raw_stop["reason"]] if raw_stop.get("reason") else []
+        if failure:
+            exit_status = "fail"
+            reasons.append(failure)
+        if problems:
+            reasons.append(f"skipped {len(problems)}: " + "; ".join(problems))
+        return self._bundle.compose_stop(exit_status=exit_status, reason=" | ".join(reasons))
+
+
+def to_event_model(state: dict, item, *, provenance: Mapping, feature_columns=feature_columns()
+                   ) -> tuple[dict, list[tuple[str, dict]]]:
+    """Turn analysis records into documents (the ``to_event_model`` node, per-run state).
+
+    ``item`` is the raw start (opens an analysis run), a :class:`FrameResult` (features and
+    frames events) or a :class:`RunAnalysis` (tracks, maps, stop; closes the analysis run).
+    """
+    if isinstance(item, Routed):
+        run = AnalysisRun(item.doc, provenance, feature_columns=feature_columns)
+        state[item.run_uid] = run
+        return state, run.open()
+    run = state.get(item.run_uid)
+    if run is None:
+        logger.warning("run %s: %s for a run whose start was not seen; dropped", item.run_uid, type(item).__name__)
+        return state, []
+    if isinstance(item, FrameResult):
+        return state, run.frame(item)
+    del state[item.run_uid]
+    return state, run.close(item)
+

@@ -1,0 +1,509 @@
+"""Per-frame work on a Dask cluster: ``scatter`` and ``gather`` around the graph's own nodes.
+
+With ``peak_tracking(..., client=client)`` the same ``process`` and ``locate`` nodes as in
+the serial graph (:func:`streamcrystal.graph.steps.process_step`, ``locate_step``) run on the
+workers of a ``dask.distributed`` cluster, a task each per frame (the processed image stays
+on the worker that made it; only the features come back)::
+
+    channel ─ in_flight ─ scatter ─ process ─ locate ─ buffer ─ gather ─ (collect, frame_results)
+    (tasks, then           (Dask)   (Dask)    (Dask)    (n)
+     problems, stops)
+
+Two traps of streamz's Dask nodes (streamz 0.6) are avoided here:
+
+1. *An exception in a scattered task stalls the stream for good*: ``gather`` raises inside
+   the ``buffer``'s loop, which dies, so nothing comes out again and ``emit`` blocks once
+   the buffer is full. Here the work never raises (a failing frame becomes a skipped
+   :class:`~streamcrystal.records.FrameResult`, logged with its run uid and ``seq_num``),
+   and :class:`GatherResults` turns whatever error it still meets (a task that killed its
+   workers, a failure downstream) into a skipped frame and a log line, and resubmits a
+   frame whose scattered data went with a dead worker.
+2. *The stop document overtakes the frames in flight*: here the stop (and the problem
+   documents) travel through the same scatter-buffer-gather channel as the frames. That
+   channel is first-in first-out, so ``collect`` links a run only after its last frame,
+   and the ``features`` stream comes out in ``seq_num`` order, as in the serial pipeline.
+
+Two more showed up on the way: streamz's ``scatter`` is a coroutine per item, so the
+frames of one event page (or StreamDatum), emitted in one go, raced through it and reached
+the buffer out of order (:class:`InFlight` lets one item at a time in); and a scatter to a
+worker that is dying raised into ``emit``, losing the event (:class:`ScatterFrames` sends
+it again).
+
+The channel is bounded: at most ``max_in_flight`` items are between ``in_flight`` and the
+end of ``gather`` (``buffer`` holds ``max_in_flight - 2``, one is being gathered, one
+waits to enter the buffer), so a producer faster than the cluster waits in
+``Pipeline.__call__`` and memory stays bounded. The graph runs on the client's event loop
+(a thread of a synchronous client), so ``pipe(name, doc)`` works from plain Python and
+from a RunEngine callback; at a stop it waits until the run is linked and mapped.
+
+Frames in HDF5 files (StreamResource/StreamDatum) travel as references (file, dataset,
+index): the workers read them, so no image crosses the network. A background (the
+subtrahend, or a run's dark mean) is sent to every worker once, not with each frame.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from distributed import Client
+from distributed.client import FutureCancelledError
+from streamz import Stream
+from streamz.dask import buffer as _dask_buffer
+from streamz.dask import gather as _dask_gather
+from streamz.dask import scatter as _dask_scatter
+from tornado import gen
+from tornado.locks import Lock
+
+from ..errors import ClientClosedError, PipelineClosedError
+from ..records import FrameResult, FrameTask, Routed, log_skipped, replace
+from .steps import locate_step, process_step, skipped_result
+
+__all__ = ["DaskFrames", "InFlight", "ScatterFrames", "BufferFrames", "GatherResults", "WorkerResult", "SHARED",
+           "process_on_worker", "locate_on_worker"]
+
+logger = logging.getLogger("streamcrystal")
+
+_CARRIED = "streamcrystal item"  # the metadata key under which an item rides along its future
+
+
+# -- on the workers ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """What a worker sends back for one item: the result and the log lines it produced.
+
+    ``log`` holds (level, message) of the ``streamcrystal`` records logged while the item was
+    processed; they are logged again in the client's process, so a skipped frame is reported
+    where the pipeline runs, once.
+    """
+
+    result: Any
+    log: tuple[tuple[int, str], ...] = ()
+
+
+class _Capture(logging.Filter):
+    """Keep (and silence) the records of one thread, to send them back with the result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.records: list[tuple[int, str]] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
+        self.records.append((record.levelno, record.getMessage()))
+        return False
+
+
+@contextmanager
+def _captured_log():
+    capture = _Capture()
+    logger.addFilter(capture)
+    try:
+        yield capture.records
+    finally:
+        logger.removeFilter(capture)
+
+
+@dataclass(frozen=True)
+class Place:
+    """What is scattered for a stop or a problem document: only its place in the channel.
+
+    ``gather`` emits the document itself, which never left the client's process (a problem
+    event may hold a whole image).
+    """
+
+    name: str
+    run_uid: str | None
+
+
+@dataclass(frozen=True)
+class SharedBackground:
+    """Stands for a task's background, sent to the workers once (``process_on_worker``'s ``background``)."""
+
+
+SHARED = SharedBackground()
+
+
+def _on_worker(step: Callable, item, background, kwargs) -> WorkerResult:
+    """``step(item, **kwargs)`` with its log lines captured; ``item`` may be a previous WorkerResult."""
+    log: tuple = ()
+    if isinstance(item, WorkerResult):
+        item, log = item.result, item.log
+    if isinstance(item, Place):
+        return WorkerResult(item, log)  # a stop's or problem's place in the channel: nothing to do
+    if isinstance(item, FrameTask) and isinstance(item.background, SharedBackground):
+        item = replace(item, background=background)
+    with _captured_log() as records:
+        result = step(item, **kwargs)
+    return WorkerResult(result, log + tuple(records))
+
+
+def process_on_worker(item, *, process: Callable = process_step, background: np.ndarray | None = None
+                      ) -> WorkerResult:
+    """The ``process`` node's Dask task: :func:`~streamcrystal.graph.steps.process_step`, its log captured.
+
+    A task whose background is :data:`SHARED` gets ``background``: the pipeline's
+    subtrahend or the run's dark mean, sent to each worker once rather than with every frame.
+    A stop's or problem document's :class:`Place` passes unchanged.
+
+    Examples
+    --------
+    >>> out = process_on_worker(FrameTask("r1", 3, "primary", frames=np.zeros((2, 8, 8), np.uint16)))
+    >>> out.result.problem, out.log[0][1]
+    ('process_step failed: ValueError: image is all zero', 'run r1 seq_num 3: process_step failed: ValueError: image is all zero; skipped')
+    """
+    return _on_worker(process, item, background, {})
+
+
+def locate_on_worker(item, *, locate: Callable = locate_step, **locate_options) -> WorkerResult:
+    """The ``locate`` node's Dask task: :func:`~streamcrystal.graph.steps.locate_step` on ``process``'s output."""
+    return _on_worker(locate, item, None, locate_options)
+
+
+# -- in the client's process ---------------------------------------------------------------
+
+class _Flight:
+    """How many items entered the Dask segment and how many came out (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self.entered = 0
+        self.left = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        with self._condition:
+            self.entered += 1
+            self.peak = max(self.peak, self.entered - self.left)
+
+    def leave(self) -> None:
+        with self._condition:
+            self.left += 1
+            self._condition.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every item that entered so far has come out; False on timeout."""
+        with self._condition:
+            target = self.entered
+            return self._condition.wait_for(lambda: self.left >= target, timeout)
+
+
+class InFlight(Stream):
+    """Enter the Dask segment one item at a time: count it, keep it (for resubmission) in the metadata.
+
+    streamz's ``scatter`` is a coroutine per item: the frames of one event page (or one
+    StreamDatum), emitted in one go, would race through it and reach the buffer in any
+    order. Here the next item enters only once the previous one is in the buffer, so the
+    channel stays first-in first-out.
+
+    ``prepare(item)`` (a coroutine) gives what is scattered: a task's background is sent
+    to the workers once, not with every frame; a document, only its :class:`Place`.
+    """
+
+    def __init__(self, upstream: Stream, *, flight: _Flight, prepare: Callable, **kwargs) -> None:
+        self.flight = flight
+        self.prepare = prepare
+        self._turn = Lock()  # tornado's: waiters are served first come, first served
+        super().__init__(upstream, **kwargs)
+
+    @gen.coroutine
+    def update(self, x, who=None, metadata=None):
+        with (yield self._turn.acquire()):
+            self.flight.enter()
+            try:
+                scattered = yield self.prepare(x)
+            except Exception as err:  # the background could not be sent: the frame carries it
+                logger.warning("run %s seq_num %s: background not shared (%s: %s); sent with the frame",
+                               *_where(x), type(err).__name__, err)
+                scattered = x
+            try:
+                result = yield self._emit(scattered, metadata=[*(metadata or []), {_CARRIED: x}])
+            except Exception:  # not in the channel (the client is closed, say): a flush must not wait for it
+                self.flight.leave()
+                raise
+        raise gen.Return(result)
+
+
+class ScatterFrames(_dask_scatter):
+    """streamz's ``scatter``, on an explicit client, tried again when a worker dies meanwhile.
+
+    streamz's own scatter raises into ``emit`` when the worker it sends to is dying: the
+    event would be lost. Here the item is sent again (to a live worker) up to ``attempts``
+    times, a moment apart, before the error goes up.
+    """
+
+    def __init__(self, upstream: Stream, *, client: Client, attempts: int = 3, **kwargs) -> None:
+        self.client = client
+        self.attempts = attempts
+        super().__init__(upstream, loop=client.loop, **kwargs)
+
+    @gen.coroutine
+    def update(self, x, who=None, metadata=None):
+        self._retain_refs(metadata)
+        try:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    # a list, so that the item is one piece of data whatever its type; no hash:
+                    # equal frames of two events are two pieces of data
+                    [future] = yield self.client.scatter([x], asynchronous=True, hash=False)
+                    break
+                except OSError as err:  # CommClosedError, a timeout: the worker went
+                    if attempt == self.attempts:
+                        raise
+                    logger.warning("run %s seq_num %s: sending to the cluster failed (%s: %s); again",
+                                   *_where(_carried(metadata)), type(err).__name__, err)
+                    yield gen.sleep(0.2 * attempt)
+            result = yield self._emit(future, metadata=metadata)
+        finally:
+            self._release_refs(metadata)
+        raise gen.Return(result)
+
+
+_CLOSE = object()  # put in the buffer to end its loop
+
+
+class BufferFrames(_dask_buffer):
+    """streamz's ``buffer``, whose loop can be ended (:meth:`DaskFrames.close`).
+
+    streamz's loop runs for good, holding the node and, through its upstreams, the whole
+    graph and the background it gave the workers: a pipeline that is dropped would never be
+    freed.
+    """
+
+    @gen.coroutine
+    def cb(self):
+        while True:
+            x, metadata = yield self.queue.get()
+            if x is _CLOSE:
+                return
+            yield self._emit(x, metadata=metadata)
+            self._release_refs(metadata)
+
+
+def _carried(metadata) -> Any:
+    return next((m[_CARRIED] for m in metadata or [] if _CARRIED in m), None)
+
+
+class GatherResults(_dask_gather):
+    """streamz's ``gather``, made safe: no error stops the stream.
+
+    For each future it gathers a :class:`WorkerResult`, logs its log lines and emits its
+    result. A future cancelled because its data went with a worker that died is resubmitted
+    (``resubmit(item)`` returns a new future; at most ``attempts`` tries); any other error (a
+    task that killed ``distributed.scheduler.allowed-failures`` workers, say) makes a skipped
+    frame, logged with its run uid and ``seq_num``; an error downstream is logged. Every
+    item leaves the segment (``flight.leave``), so a flush never waits for good.
+    """
+
+    def __init__(self, upstream: Stream, *, client: Client, resubmit: Callable, flight: _Flight, attempts: int = 3,
+                 **kwargs) -> None:
+        self.client = client
+        self.resubmit = resubmit
+        self.flight = flight
+        self.attempts = attempts
+        super().__init__(upstream, **kwargs)
+
+    @gen.coroutine
+    def update(self, x, who=None, metadata=None):
+        metadata = metadata or []
+        self._retain_refs(metadata)
+        item = _carried(metadata)
+        try:
+            result = yield self._gather(x, item)
+            out = []
+            try:
+                if result is not None:  # None: an item that did not enter through in_flight, logged
+                    # the item rides no further: downstream nodes would keep it as current_metadata
+                    out = yield self._emit(result, metadata=[m for m in metadata if _CARRIED not in m])
+            except Exception:  # a subscriber that raises must not stop the stream
+                logger.exception("run %s seq_num %s: the nodes after gather failed", *_where(item))
+        finally:
+            self._release_refs(metadata)
+            self.flight.leave()
+        raise gen.Return(out)
+
+    async def _gather(self, future, item):
+        if isinstance(item, Routed):
+            return item  # a stop or a problem: its place in the channel was all that travelled
+        for attempt in range(1, self.attempts + 1):
+            try:
+                if future is None:
+                    future = await self.resubmit(item)
+                outcome = await self.client.gather(future, asynchronous=True)
+                for level, message in outcome.log:
+                    logger.log(level, message)
+                return outcome.result
+            except (FutureCancelledError, OSError) as err:  # its data went with a worker that died
+                if item is None or attempt == self.attempts:
+                    return _failed(item, err, attempt)
+                logger.warning("run %s seq_num %s: lost on the cluster (%s: %s); resubmitted",
+                               *_where(item), type(err).__name__, err)
+                future = None
+                await asyncio.sleep(0.2 * (attempt - 1))
+            except Exception as err:  # the task raised, or killed its workers
+                return _failed(item, err, attempt)
+
+
+def _where(item) -> tuple:
+    return (getattr(item, "run_uid", None), getattr(item, "seq_num", None))
+
+
+def _failed(item, err: Exception, attempts: int) -> FrameResult | None:
+    problem = f"frame work failed on the cluster after {attempts} attempt(s): {type(err).__name__}: {err}"
+    log_skipped(*_where(item), problem, level=logging.ERROR)
+    return None if item is None else skipped_result(item, problem)
+
+
+class DaskFrames:
+    """The Dask side of a parallel pipeline: the client, the bound on work in flight, flush.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A synchronous client (``asynchronous=False``, the default); the graph runs on its
+        event loop.
+    max_in_flight : int, optional
+        The most items (frames, stops) between entering the Dask segment and leaving it;
+        at least 3. Default: twice the cluster's threads, plus one.
+    process, locate : callable
+        The functions of the ``process`` and ``locate`` nodes on the workers (default those of
+        :mod:`~streamcrystal.graph.steps`; tests wrap them to slow or fail a frame).
+    attempts : int
+        How many times a frame lost with a worker is submitted before it is skipped.
+    """
+
+    def __init__(self, client: Client, *, max_in_flight: int | None = None, process: Callable = process_step,
+                 locate: Callable = locate_step, attempts: int = 3) -> None:
+        if not isinstance(client, Client):
+            raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}; "
+                            "make one with streamcrystal.make_client('local:2')")
+        if client.asynchronous:
+            raise ValueError("peak_tracking(client=...) needs a synchronous Client (asynchronous=False): the pipeline "
+                             "runs on the client's event loop thread and pipe(name, doc) waits for it")
+        if client.status not in ("running", "connecting", "newly-created"):
+            raise ValueError(f"the Dask client is {client.status!r}; pass a running client")
+        if max_in_flight is None:
+            max_in_flight = 2 * max(1, sum(client.nthreads().values())) + 1
+        if not isinstance(max_in_flight, (int, np.integer)) or max_in_flight < 3:
+            raise ValueError(f"max_in_flight must be an integer >= 3 (one item being gathered, one waiting to enter "
+                             f"the buffer, at least one in it), got {max_in_flight!r}")
+        if not client.direct_to_workers:
+            logger.info("the Dask client of %s sends each frame to the workers through the scheduler; "
+                        "Client(..., direct_to_workers=True) sends it straight (make_client does, for local:N)",
+                        client.scheduler.address)
+        self.client = client
+        self.max_in_flight = int(max_in_flight)
+        self.process = process
+        self.locate = locate
+        self.attempts = attempts
+        self._flight = _Flight()
+        self._background = None  # the background array the workers hold now
+        self._process_node = None
+        self._buffer_node = None
+        self._closed = False
+
+    def describe(self) -> dict:
+        """What a provenance records: the scheduler and the bound."""
+        return {"scheduler": self.client.scheduler.address, "max_in_flight": self.max_in_flight}
+
+    def around(self, channel: Stream, locate_options: Mapping, subtrahend: np.ndarray | None) -> tuple[Stream, ...]:
+        """channel -> in_flight -> scatter -> process -> locate -> buffer -> gather; returns these six nodes.
+
+        ``process`` and ``locate`` are the serial graph's nodes, run as a Dask task each;
+        ``gather`` emits, in the channel's order, each frame's result and each stop and problem
+        document after the frames that came before it.
+        """
+        if self._process_node is not None:
+            raise ValueError("this DaskFrames is the Dask segment of another pipeline already; make one per pipeline")
+        client = self.client
+        self._locate_options = {"locate": self.locate, **locate_options}
+        process_options = {"process": self.process}
+        if subtrahend is not None:  # sent now, so the first frame does not wait for it
+            [process_options["background"]] = client.scatter([subtrahend], broadcast=True, hash=False)
+            self._background = subtrahend
+        in_flight = InFlight(channel, flight=self._flight, prepare=self._prepare, stream_name="in_flight")
+        scatter = ScatterFrames(in_flight, client=client, attempts=self.attempts, stream_name="scatter")
+        process = scatter.map(process_on_worker, **process_options)
+        locate = process.map(locate_on_worker, **self._locate_options)
+        # streamz.dask.map would pass stream_name= on to the task: the nodes are named afterwards
+        process.name, locate.name = "process", "locate"
+        buffer = BufferFrames(locate, self.max_in_flight - 2, stream_name="buffer")
+        gather = GatherResults(buffer, client=client, resubmit=self._resubmit, flight=self._flight,
+                               attempts=self.attempts, stream_name="gather")
+        self._process_node, self._buffer_node = process, buffer
+        return in_flight, scatter, process, locate, buffer, gather
+
+    async def _prepare(self, item):
+        """What is scattered for ``item``: a task's background is replaced by :data:`SHARED`.
+
+        A background not seen before (a run's new dark mean) is sent to every worker once
+        and becomes ``background`` of the ``process`` node, for this task and the next
+        ones: ``in_flight`` lets one item at a time through, so each task is submitted with
+        its own background.
+        """
+        if isinstance(item, Routed):
+            return Place(item.name, item.run_uid)
+        if not isinstance(item, FrameTask) or item.problem is not None or item.background is None:
+            return item
+        if item.background is not self._background:
+            [future] = await self.client.scatter([item.background], broadcast=True, hash=False, asynchronous=True)
+            self._process_node.kwargs["background"] = future
+            self._background = item.background
+        return replace(item, background=SHARED)
+
+    async def _resubmit(self, item):
+        """Send a lost item again, whole (its background too: the shared copy may be lost)."""
+        self._background = None  # share the background anew with the next frame, in case it went too
+        [data] = await self.client.scatter([item], asynchronous=True, hash=False)
+        processed = self.client.submit(process_on_worker, data, process=self.process, pure=False)
+        return self.client.submit(locate_on_worker, processed, **self._locate_options, pure=False)
+
+    @contextmanager
+    def entering(self):
+        """The context of ``pipe(name, doc)``: streamz's Dask nodes find this client.
+
+        A closed client has stopped its event loop, where the graph runs: rather than wait
+        for good, say so.
+        """
+        if self._closed:
+            raise PipelineClosedError()
+        if self.client.status not in ("running", "connecting"):
+            raise ClientClosedError(self.client.status)
+        with self.client.as_current():
+            yield
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every item given so far has come out of ``gather``; False on timeout."""
+        return self._flight.wait(timeout)
+
+    def close(self) -> None:
+        """End the buffer's loop on the client's event loop and let the workers drop the background.
+
+        Items still in flight are given up; call :meth:`flush` first to keep them.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._process_node is not None:
+            self._process_node.kwargs.pop("background", None)
+            if self.client.status == "running":  # after the items queued before it
+                self.client.loop.add_callback(self._buffer_node.queue.put, (_CLOSE, []))
+        self._background = None
+
+    @property
+    def in_flight(self) -> int:
+        """Items between ``in_flight`` and the end of ``gather`` now."""
+        return self._flight.entered - self._flight.left
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most items that were in flight at once."""
+        return self._flight.peak

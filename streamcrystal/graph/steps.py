@@ -1,0 +1,277 @@
+"""What the nodes of a pipeline graph do: each a function of one record (or of a node's state).
+
+The numerics live in :mod:`streamcrystal.science`; these functions apply them to the
+records that travel along the graph, and :func:`frame_step` states the failure policy once:
+a frame that fails is logged with its run uid and ``seq_num``, becomes a skipped frame, and
+the run goes on (with ``STREAMCRYSTAL_DEBUG=1`` in the environment the error is raised
+instead, to debug a step). Nothing here imports streamz, so the same functions run in a Dask
+worker.
+
+The per-frame channel carries, in order, a run's frame tasks and, after them, its problem
+documents and its stop (:class:`~streamcrystal.records.Routed`): the frame steps pass
+those on unchanged, so that on a Dask cluster, where frames finish in any order, a stop still
+reaches ``collect`` after its run's last frame.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..documents.hdf5 import read_reference
+from ..records import FrameReference, FrameResult, FrameTask, Routed, RunAnalysis, RunFeatures, log_skipped, replace
+from ..schema import FRAME_DTYPES, conform_features, empty_features, feature_columns
+from ..science.frames import average_frames, processed_image
+from ..science.maps import crystal_maps, grid_of, scan_memory
+from ..science.peaks import locate, realign_per_axis_errors
+from ..science.tracks import concat_features, link_features
+
+__all__ = [
+    "DEBUG_VARIABLE",
+    "frame_step",
+    "process_step",
+    "locate_step",
+    "skipped_result",
+    "apply_background",
+    "collect_run",
+    "link_step",
+    "map_step",
+    "frames_table",
+]
+
+logger = logging.getLogger("streamcrystal")
+
+#: Set it (to anything but ``0``) to let errors of the frame steps through, rather than skip the frame.
+DEBUG_VARIABLE = "STREAMCRYSTAL_DEBUG"
+
+
+def debugging() -> bool:
+    """Whether ``$STREAMCRYSTAL_DEBUG`` asks errors to be raised rather than logged."""
+    return os.environ.get(DEBUG_VARIABLE, "0") not in ("", "0")
+
+
+def frame_step(step: Callable) -> Callable:
+    """The failure policy of a per-frame step, as a decorator.
+
+    The step sees only frame tasks: a stop or a problem document in the channel passes
+    unchanged. An exception in the step becomes the task's ``problem`` (``"<step> failed:
+    <error>"``), logged with its run uid and ``seq_num``; later steps pass a failed task on and
+    :func:`locate_step` makes it a skipped frame. With ``$STREAMCRYSTAL_DEBUG`` set, the
+    exception is raised.
+
+    Examples
+    --------
+    >>> @frame_step
+    ... def scale(task):
+    ...     return replace(task, image=task.image * (1 / (2 - task.seq_num)))
+    >>> scale(FrameTask("r1", 1, "primary", image=np.ones(2))).image
+    array([1., 1.])
+    >>> scale(FrameTask("r1", 2, "primary", image=np.ones(2))).problem
+    'scale failed: ZeroDivisionError: division by zero'
+    >>> scale(Routed("stop", {}, "r1")).name
+    'stop'
+    """
+
+    @functools.wraps(step)
+    def guarded(item, *args, **kwargs):
+        if not isinstance(item, FrameTask) or item.problem is not None:
+            return item
+        try:
+            return step(item, *args, **kwargs)
+        except Exception as err:
+            if debugging():
+                raise
+            problem = f"{step.__name__} failed: {type(err).__name__}: {err}"
+            log_skipped(item.run_uid, item.seq_num, problem)
+            return replace(item, frames=None, image=None, background=None, problem=problem)
+
+    return guarded
+
+
+@frame_step
+def process_step(task: FrameTask) -> FrameTask:
+    """Read (if the task holds a reference), average, subtract the background and clip (``process`` node).
+
+    Integer frames take one fused pass (:func:`streamcrystal.science.frames.processed_image`).
+    A frame with nothing usable (all zero, NaN) is refused with the reason.
+
+    Examples
+    --------
+    >>> task = FrameTask("r1", 7, "primary", frames=np.zeros((2, 16, 16), np.uint16))
+    >>> process_step(task).problem
+    'process_step failed: ValueError: image is all zero'
+    """
+    frames = task.frames
+    if isinstance(frames, FrameReference):
+        try:
+            frames = read_reference(frames)
+        except Exception as err:  # the message of the serial pipeline, which reads as events arrive
+            raise OSError(f"cannot read {frames.data_key!r} from {frames.uri}: {type(err).__name__}: {err}") from err
+    image, problem = processed_image(frames, task.background)
+    if problem is not None:
+        raise ValueError(problem)
+    return replace(task, frames=None, image=image, background=None)
+
+
+def skipped_result(task: FrameTask, problem: str, columns=feature_columns()) -> FrameResult:
+    """The result of a frame that was skipped: no features, the problem."""
+    return FrameResult(task.run_uid, task.seq_num, empty_features(columns).assign(frame=np.int64(0))[:0], problem=problem)
+
+
+def locate_step(task: FrameTask | Routed, *, diameter, engine: str = "fast", columns=None, **locate_kwargs
+                ) -> FrameResult | Routed:
+    """Locate the peaks of a processed task (``locate`` node); the result keeps the features, not the image.
+
+    The features are ``trackpy.locate``'s, as the pipeline's table: ``columns`` (default
+    :func:`~streamcrystal.schema.feature_columns` of ``diameter``) in float64, plus
+    ``frame``, the event's ``seq_num`` (with per-axis diameters, each feature keeps its own
+    position errors: :func:`~streamcrystal.peaks.realign_per_axis_errors`).
+    """
+    if not isinstance(task, FrameTask):
+        return task  # a stop or a problem document, in its place in the channel
+    if columns is None:
+        columns = feature_columns(diameter, characterize=locate_kwargs.get("characterize", True))
+    if task.problem is not None:
+        return skipped_result(task, task.problem, columns)
+    image = task.image
+    try:
+        # trackpy's percentile threshold is undefined on an all-zero image (a frame equal to
+        # its background): it has no peaks, which is an answer, not a failure.
+        if np.any(image):
+            with warnings.catch_warnings():  # a frame with no peak is normal here (see the frames stream)
+                warnings.filterwarnings("ignore", message="No maxima survived", category=UserWarning)
+                warnings.filterwarnings("ignore", message="All local maxima were in the margins", category=UserWarning)
+                found = locate(image, diameter, engine=engine, **locate_kwargs)
+        else:
+            found = empty_features(columns)
+        features = conform_features(realign_per_axis_errors(found), columns)
+    except Exception as err:
+        if debugging():
+            raise
+        problem = f"locate failed: {type(err).__name__}: {err}"
+        log_skipped(task.run_uid, task.seq_num, problem)
+        return skipped_result(task, problem, columns)
+    features["frame"] = np.int64(task.seq_num)
+    return FrameResult(task.run_uid, task.seq_num, features, total_intensity=float(image.sum()))
+
+
+def apply_background(
+    state: dict, item: FrameTask | Routed, *, stream: str, dark_stream: str | None, subtrahend: np.ndarray | None
+) -> tuple[dict, list[FrameTask]]:
+    """Give each task of ``stream`` its background (the ``background`` node).
+
+    The background is ``subtrahend`` if given, else the running mean of the run's
+    ``dark_stream`` frames received so far, else none. Dark tasks are consumed here (dark
+    frames given by reference are read here); a stop document clears its run's dark mean.
+    The tasks between two dark frames share one background array, which a Dask pipeline
+    sends to its workers once.
+    """
+    if isinstance(item, Routed):  # the stop of a run
+        state.pop(item.run_uid, None)
+        return state, []
+    if item.stream == dark_stream and item.stream != stream:
+        if item.problem is None and subtrahend is None:
+            try:
+                frames = read_reference(item.frames) if isinstance(item.frames, FrameReference) else item.frames
+                dark = average_frames(frames)
+            except Exception as err:
+                logger.warning("run %s dark seq_num %s: unusable dark frame (%s); ignored", item.run_uid, item.seq_num, err)
+                return state, []
+            total, count, _ = state.get(item.run_uid, (0.0, 0, None))
+            state[item.run_uid] = (total + dark, count + 1, (total + dark) / (count + 1))
+        return state, []
+    if item.stream != stream:
+        return state, []
+    if subtrahend is not None:
+        background = subtrahend
+    elif item.run_uid in state:
+        background = state[item.run_uid][2]
+    else:
+        background = None
+    return state, [replace(item, background=background)]
+
+
+def collect_run(state: dict, item) -> tuple[dict, list[RunFeatures]]:
+    """Gather a run's frame results and problems; emit them all at its stop (``collect`` node)."""
+    if isinstance(item, FrameResult):
+        if item.run_uid in state:
+            state[item.run_uid]["results"].append(item)
+        return state, []
+    if item.name == "start":
+        state[item.run_uid] = {"start": item.doc, "results": [], "problems": []}
+        return state, []
+    if item.problem is not None:
+        if item.run_uid in state:
+            seq = f"seq_num {item.doc['seq_num']}: " if "seq_num" in item.doc else ""
+            state[item.run_uid]["problems"].append(f"{item.name} {seq}{item.problem}")
+        return state, []
+    run = state.pop(item.run_uid, None)  # the stop
+    if run is None:
+        return state, []
+    results = tuple(sorted(run["results"], key=lambda r: r.seq_num))
+    return state, [RunFeatures(item.run_uid, run["start"], item.doc, results, tuple(run["problems"]))]
+
+
+def frames_table(results) -> pd.DataFrame:
+    """The ``frames`` table of some frame results (:data:`~streamcrystal.schema.FRAME_DTYPES`)."""
+    columns = {
+        "frame": [r.seq_num for r in results],
+        "n_peaks": [r.n_peaks for r in results],
+        "total_intensity": [r.total_intensity for r in results],
+        "skipped": [r.problem is not None for r in results],
+        "skip_reason": [r.problem or "" for r in results],
+    }
+    return pd.DataFrame({name: pd.Series(values, dtype=FRAME_DTYPES[name]) for name, values in columns.items()})
+
+
+def link_step(run: RunFeatures, *, search_range: float, stream: str = "primary", columns=feature_columns(),
+              **link_kwargs) -> RunAnalysis:
+    """Link the run's features (the ``link`` node). A failure keeps the features and says why.
+
+    ``stream`` is the processed stream, whose event count sizes a run without a grid;
+    ``columns`` the feature columns (of a run without features).
+    ``memory="grid"`` is :func:`~streamcrystal.science.maps.scan_memory` of the run's own grid.
+    """
+    problems = list(run.problems)
+    problems += [f"event seq_num {r.seq_num}: {r.problem}" for r in run.results if r.problem]
+    features = concat_features((r.features for r in run.results), columns)
+    if not run.results:
+        logger.warning("run %s: no events in stream %r", run.run_uid, stream)
+        problems.append(f"no events in stream {stream!r}")
+    if run.stop.get("exit_status", "success") != "success":
+        logger.warning("run %s stopped with exit_status %r: %s", run.run_uid, run.stop.get("exit_status"), run.stop.get("reason", ""))
+    failure = None
+    num_events = max((r.seq_num for r in run.results), default=0)
+    num_events = run.stop.get("num_events", {}).get(stream, num_events)
+    shape, snaking, extents, dims = grid_of(run.start, num_events)
+    grid = {"shape": list(shape), "snaking": list(snaking), "extents": extents, "dims": list(dims)}
+    if link_kwargs.get("memory") == "grid":
+        link_kwargs = {**link_kwargs, "memory": scan_memory(shape, snaking)}
+    try:
+        tracks = link_features(features, search_range, **link_kwargs)
+    except Exception as err:
+        failure = f"linking failed: {type(err).__name__}: {err}"
+        logger.error("run %s: %s", run.run_uid, failure)
+        tracks = features.iloc[:0].assign(particle=pd.Series(dtype=np.int64))
+    return RunAnalysis(
+        run.run_uid, run.start, run.stop, features, frames_table(run.results), tracks,
+        particles=None, maps=None, grid=grid, problems=tuple(problems), failure=failure,
+    )
+
+
+def map_step(analysis: RunAnalysis, *, intensity: str = "mass", min_frames: int = 1) -> RunAnalysis:
+    """Make one crystal map per particle seen on at least ``min_frames`` frames (``map`` node)."""
+    shape, snaking = tuple(analysis.grid["shape"]), tuple(analysis.grid["snaking"])
+    try:
+        particles, maps = crystal_maps(analysis.tracks, shape, snaking, intensity=intensity, min_frames=min_frames)
+    except Exception as err:
+        failure = f"crystal maps failed: {type(err).__name__}: {err}"
+        logger.error("run %s: %s", analysis.run_uid, failure)
+        particles, maps = crystal_maps(analysis.tracks.iloc[:0], shape, snaking, intensity="mass")
+        return replace(analysis, particles=particles, maps=maps, failure=analysis.failure or failure)
+    return replace(analysis, particles=particles, maps=maps)

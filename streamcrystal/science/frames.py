@@ -1,0 +1,230 @@
+"""Frame arithmetic: average the frames of an event, subtract a background, clip.
+
+Always in float64. The original project worked in the detector's uint16, where the mean of
+two 65535 frames wrapped to 32767 and ``5 - 7`` wrapped to 65534; float64 holds every uint16
+sum and difference exactly.
+
+:func:`process_frames` is the one entry point: integer frames (the detector's case) go
+through one fused pass (:func:`_average_subtract_clip`, a numba kernel), which gives bit for
+bit what the three numpy steps give, because for integer frames every step is one IEEE
+operation per pixel: the frames' sum is an exact integer (numpy's float64 sum of integers
+below 2**53 is exact in any order), the mean is ``sum / n_frames`` (``np.mean``'s
+``true_divide``), then ``mean - background`` and ``0.0 if d < 0 else d`` (``np.maximum(d,
+0.0)``). Float frames, whose float sum depends on numpy's summation order, take the numpy
+steps (:func:`average_frames`, :func:`subtract_background`, :func:`clip_negative`).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ..errors import FrameError, ShapeMismatchError
+
+__all__ = ["average_frames", "subtract_background", "clip_negative", "process_frames", "processed_image",
+           "ProcessedImage", "image_problem", "supports_fused", "warmup"]
+
+
+def average_frames(frames: ArrayLike) -> np.ndarray:
+    """Average any number of leading dimensions down to one 2-D float64 image.
+
+    Parameters
+    ----------
+    frames : array_like, shape (..., rows, cols)
+        The frames of one event; a 2-D image is returned as float64 unchanged.
+
+    Returns
+    -------
+    numpy.ndarray, shape (rows, cols), float64
+
+    Examples
+    --------
+    >>> average_frames(np.full((2, 1, 2), 65535, dtype=np.uint16))
+    array([[65535., 65535.]])
+    """
+    array = np.asarray(frames)
+    if array.ndim < 2:
+        raise FrameError(f"an image needs at least 2 dimensions (rows, cols), got shape {array.shape}")
+    if array.ndim == 2:
+        return array.astype(np.float64, copy=True)
+    # Summing in float64 avoids the uint16 overflow of the original code.
+    return array.reshape(-1, *array.shape[-2:]).mean(axis=0, dtype=np.float64)
+
+
+def subtract_background(image: np.ndarray, background: np.ndarray | None) -> np.ndarray:
+    """Return ``image - background`` in float64 (``image`` itself, as float64, if no background).
+
+    Examples
+    --------
+    >>> subtract_background(np.array([[5, 9]], dtype=np.uint16), np.array([[7, 2]], dtype=np.uint16))
+    array([[-2.,  7.]])
+    """
+    minuend = np.asarray(image, dtype=np.float64)
+    if background is None:
+        return minuend
+    subtrahend = np.asarray(background, dtype=np.float64)
+    if subtrahend.shape != minuend.shape:
+        raise ShapeMismatchError(minuend.shape, subtrahend.shape)
+    return minuend - subtrahend
+
+
+def clip_negative(image: np.ndarray) -> np.ndarray:
+    """Set negative pixels to zero (a diffraction intensity is never negative).
+
+    Examples
+    --------
+    >>> clip_negative(np.array([[-2.0, 7.0]]))
+    array([[0., 7.]])
+    """
+    return np.maximum(image, 0.0)
+
+
+class ProcessedImage(NamedTuple):
+    """An event's processed image, and why it must not go to the peak finder (or ``None``)."""
+
+    image: np.ndarray
+    problem: str | None
+
+
+def processed_image(frames: ArrayLike, background: np.ndarray | None = None) -> ProcessedImage:
+    """Average, subtract ``background``, clip; and the verdict of :func:`image_problem`.
+
+    Parameters
+    ----------
+    frames : array_like, shape (..., rows, cols)
+        The frames of one event (any integer or float dtype).
+    background : numpy.ndarray, shape (rows, cols), optional
+        Subtracted from the mean of the frames.
+
+    Returns
+    -------
+    ProcessedImage
+        ``image``: float64, shape (rows, cols); ``problem``: ``"image is all zero"`` when the
+        mean of the frames (before subtraction) is zero everywhere, NaN pixels, or None.
+
+    Raises
+    ------
+    FrameError
+        Frames of fewer than 2 dimensions.
+    ShapeMismatchError
+        A background whose shape is not the frames'.
+
+    Examples
+    --------
+    >>> processed_image(np.array([[[10, 2]], [[12, 2]]], dtype=np.uint16), np.array([[4.0, 3.0]]))
+    ProcessedImage(image=array([[7., 0.]]), problem=None)
+    >>> processed_image(np.zeros((2, 1, 2), np.uint16)).problem
+    'image is all zero'
+    """
+    if supports_fused(frames, background):
+        stack = np.ascontiguousarray(frames).reshape(-1, *frames.shape[-2:])
+        image = np.empty(frames.shape[-2:], dtype=np.float64)
+        total = np.empty(image.shape[1], dtype=np.int64)
+        subtrahend = image if background is None else np.ascontiguousarray(background)  # ``image``: unread
+        nonzero = _average_subtract_clip(stack, subtrahend, background is not None, total, image)
+        # integer frames have no NaN: all zero is image_problem's only possible verdict
+        return ProcessedImage(image, None if nonzero else "image is all zero")
+    mean = average_frames(frames)
+    problem = image_problem(mean)
+    return ProcessedImage(clip_negative(subtract_background(mean, background)), problem)
+
+
+def process_frames(frames: ArrayLike, background: np.ndarray | None = None) -> np.ndarray:
+    """Average, subtract ``background`` and clip: the image that peaks are located on.
+
+    See :func:`processed_image` (which also says whether the image is usable).
+
+    Examples
+    --------
+    >>> frames = np.array([[[10, 2]], [[12, 2]]], dtype=np.uint16)
+    >>> process_frames(frames, background=np.array([[4.0, 3.0]]))
+    array([[7., 0.]])
+    """
+    return processed_image(frames, background).image
+
+
+def supports_fused(frames, background) -> bool:
+    """Whether the fused kernel takes these frames and background.
+
+    Integer frames (at most 32 bits, native byte order), 2-D or more; a background that is
+    ``None`` or a float64 image of the frames' shape.
+
+    Examples
+    --------
+    >>> supports_fused(np.zeros((5, 4, 4), np.uint16), None)
+    True
+    >>> supports_fused(np.zeros((5, 4, 4)), None), supports_fused(np.zeros((5, 4, 4), np.uint16), np.zeros((3, 3)))
+    (False, False)
+    """
+    if not isinstance(frames, np.ndarray) or frames.ndim < 2 or frames.size == 0:
+        return False
+    if frames.dtype.kind not in "iu" or frames.dtype.itemsize > 4 or not frames.dtype.isnative:
+        return False
+    if background is None:
+        return True
+    return (isinstance(background, np.ndarray) and background.dtype == np.float64 and background.dtype.isnative
+            and background.shape == frames.shape[-2:])
+
+
+@numba.njit(cache=True, nogil=True)
+def _average_subtract_clip(frames, background, subtract, total, out):
+    """One pass over integer frames; returns whether any pixel of their mean is nonzero.
+
+    ``total`` is a scratch row of int64 (it holds the frames' sum exactly).
+    """
+    n_frames, height, width = frames.shape
+    nonzero = np.zeros(width, dtype=total.dtype)
+    divisor = np.float64(n_frames)
+    for y in range(height):
+        total[:] = 0
+        for f in range(n_frames):
+            source = frames[f, y]
+            for x in range(width):
+                total[x] += source[x]
+        target = out[y]
+        for x in range(width):
+            nonzero[x] |= total[x]
+            value = np.float64(total[x]) / divisor
+            if subtract:
+                value = value - background[y, x]
+            target[x] = 0.0 if value < 0.0 else value
+    return nonzero.any()
+
+
+def warmup(dtypes=("uint16",)) -> None:
+    """Compile (or load from numba's disk cache) the fused kernel for these frame dtypes.
+
+    Examples
+    --------
+    >>> warmup()
+    """
+    for name in dtypes:
+        frames = np.arange(8, dtype=name).reshape(2, 2, 2)
+        processed_image(frames)
+        processed_image(frames, np.zeros((2, 2)))
+
+
+def image_problem(image: np.ndarray) -> str | None:
+    """Say why an image must not go to the peak finder, or return ``None`` if it is fine.
+
+    NaN pixels would propagate through trackpy's filters; an all-zero image (a detector that
+    returned nothing, or a frame equal to its background) has no peaks and makes trackpy's
+    percentile threshold meaningless.
+
+    Examples
+    --------
+    >>> image_problem(np.zeros((3, 3))) 
+    'image is all zero'
+    >>> image_problem(np.array([[1.0, np.nan]]))
+    'image has 1 NaN pixel(s)'
+    >>> image_problem(np.ones((3, 3))) is None
+    True
+    """
+    n_nan = int(np.count_nonzero(np.isnan(image))) if np.issubdtype(image.dtype, np.floating) else 0
+    if n_nan:
+        return f"image has {n_nan} NaN pixel(s)"
+    if not np.any(image):
+        return "image is all zero"
+    return None

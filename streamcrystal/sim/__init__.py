@@ -1,0 +1,10 @@
+"""A simulated crystal rod and the bluesky devices that scan it, with the truth known.
+
+``sample`` is the rod and its diffraction images (pure numpy); ``devices`` the ophyd motors
+and detector that a real RunEngine scans with bluesky's own plans.
+"""
+from .devices import HDF5FrameWriter, SimDexela, make_devices, simulate_scan, with_dark_frames
+from .sample import CrystalRod, Grain, GroundTruth
+
+__all__ = ["SimDexela", "HDF5FrameWriter", "make_devices", "simulate_scan", "with_dark_frames", "CrystalRod", "Grain",
+           "GroundTruth"]

@@ -1,0 +1,55 @@
+"""The command line: every --help states each default once; pipeline files are found from any folder."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from streamcrystal.cli.main import build_parser
+from streamcrystal.graph.files import PipelineFileError, load_pipeline
+
+COMMANDS = ["demo", "simulate", "replay", "serve", "proxy", "publish", "spool"]
+
+
+def option_help(command: str) -> dict[str, str]:
+    """Each option's help text as --help prints it, by option string."""
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    parser = subparsers.choices[command]
+    text = re.sub(r"\s+", " ", parser.format_help())
+    options = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    found = {}
+    for option in options:
+        # from this option's first appearance in the options list to the next option
+        start = text.index(f" {option} ", text.index("options:"))
+        ends = [text.find(f" {other} ", start + 1) for other in options if other != option]
+        end = min([e for e in ends if e > start] + [len(text)])
+        found[option] = text[start:end]
+    return found
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_default_is_printed_once(command):
+    helps = option_help(command)
+    assert helps
+    for option, text in helps.items():
+        assert text.count("(default") <= 1, (option, text)
+        assert "(default: None)" not in text and "(default: False)" not in text, (option, text)
+
+
+def test_shapes_print_as_typed_and_parse_back():
+    assert "(default: 16x12)" in option_help("demo")["--grid"]
+    args = build_parser().parse_args(["demo"])
+    assert args.grid == (16, 12) and args.detector == (1024, 1024)
+
+
+def test_pipeline_files_are_found_by_name_from_any_folder_and_overridden(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_pipeline("peak_tracking").PARAMETERS["diameter"] == 15
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "peak_tracking.py").write_text("PARAMETERS = {'diameter': 7}\ndef make_pipeline(**k):\n    return None\n")
+    monkeypatch.setenv("STREAMCRYSTAL_PIPELINES", str(mine))
+    assert load_pipeline("peak_tracking").PARAMETERS["diameter"] == 7
+    assert load_pipeline("seed_server").SERVE["prefix"] == "raw"  # the installed one, still found
+    with pytest.raises(PipelineFileError, match="STREAMCRYSTAL_PIPELINES"):
+        load_pipeline("no_such_pipeline")

@@ -1,0 +1,49 @@
+"""Independent references: the processed image with numpy alone, features and links with trackpy alone."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import trackpy
+
+from tests.helpers.rawruns import DATA_KEY
+
+
+def mean_image(frames):
+    return np.asarray(frames, dtype=np.float64).reshape(-1, *np.shape(frames)[-2:]).mean(axis=0)
+
+
+def processed(frames, background=None):
+    image = mean_image(frames)
+    if background is not None:
+        image = image - mean_image(background)
+    return np.clip(image, 0, None)
+
+
+def offline_features(frames_per_event, background=None, *, diameter, **locate_kwargs) -> pd.DataFrame:
+    tables = []
+    for seq_num, frames in enumerate(frames_per_event, start=1):
+        found = trackpy.locate(processed(frames, background), diameter, **locate_kwargs)
+        found["frame"] = seq_num
+        tables.append(found)
+    return pd.concat(tables, ignore_index=True)
+
+
+def offline_links(features: pd.DataFrame, search_range, **link_kwargs) -> pd.DataFrame:
+    return trackpy.link(features.copy(), search_range, **link_kwargs)
+
+
+def partition(tracks: pd.DataFrame) -> set[frozenset]:
+    """Linked features as a set of particles, each a set of (frame, rounded y, rounded x)."""
+    groups = {}
+    for row in tracks.itertuples(index=False):
+        groups.setdefault(row.particle, set()).add((int(row.frame), round(row.y, 6), round(row.x, 6)))
+    return {frozenset(group) for group in groups.values()}
+
+
+def stream_rows(docs, stream: str) -> pd.DataFrame:
+    """The events of one stream of an analysis run, as a DataFrame of their data."""
+    descriptors = {d["uid"] for n, d in docs if n == "descriptor" and d["name"] == stream}
+    return pd.DataFrame([d["data"] for n, d in docs if n == "event" and d["descriptor"] in descriptors])
+
+
+__all__ = ["DATA_KEY", "processed", "offline_features", "offline_links", "partition", "stream_rows"]
