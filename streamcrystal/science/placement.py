@@ -9,11 +9,13 @@ Rules
 **Grouping (tolerance).** Positions are grouped per axis: a value joins the nearest existing
 value group of its axis within ``tolerance``, else it starts a new group whose coordinate is
 that first value, for good (coordinates never drift as readings arrive). A point is a tuple of
-groups, one per axis. The tolerance of an axis is, first found: the ``tolerance`` given; a
-quarter of the axis *resolution* (the smallest spacing the plan can make: the step of a uniform
-grid, the smallest gap of a list, see :func:`plan_steps`); one unit of the last digit the motor
-shows (the descriptor's ``precision``: ``10**-precision``); else ``DEFAULT_TOLERANCE``. A step
-learned from the readings (below) raises it to a quarter of that step.
+groups, one per axis; its coordinates are the position of its first reading. The tolerance of
+an axis is, first found: the ``tolerance`` given; a quarter of the axis *resolution* (the
+smallest spacing the plan makes: the step of a uniform grid, the smallest gap of a list, see
+:func:`plan_steps`); one unit of the last digit the motor shows (the descriptor's
+``precision``: ``10**-precision``); else ``DEFAULT_TOLERANCE``. Steps learned from the
+readings (below) raise it to a quarter of the axis's step (or, while the axis has none yet, of
+the smallest step known), so that readback jitter never starts a column.
 
 **Grid detection.** The points form a grid when they fill at least ``min_fill`` (default half)
 of the cells of the product of the per-axis groups, whatever order they came in: a full grid in
@@ -29,9 +31,12 @@ components a batch linker gets. Steps come, first found, from the user (``steps`
 ``neighbour_distance`` for all axes), from the start document (:func:`plan_steps`: uniform
 grids ``extent / (n - 1)``; lists the *largest* gap of each sorted list, so that every pair of
 adjacent values is bridged; spirals the ring and angular spacing from ``dr``), else they are
-learned in scan order: an axis's step is the first change of that axis between two consecutive
-readings, fixed from then on. Before it is learned every point shares the axis's one value, so
-every pair judged then is judged the same way afterwards.
+learned in scan order: an axis's step is its first change between two consecutive readings that
+exceeds its tolerance and a quarter of the smallest step known (of the largest change of that
+reading, while no step is known), fixed from then on. Before it is learned every point shares
+the axis's one value, so every pair judged then is judged the same way afterwards. Learning
+assumes the axes share units (a sample stage) and steps within a factor four of each other:
+else pass ``steps``, ``precision`` or ``tolerance``.
 
 Examples
 --------
@@ -252,6 +257,7 @@ class Placement:
         precision = _per_axis(precision, ndim, "precision")
         tolerance = _per_axis(tolerance, ndim, "tolerance")
         self._explicit_tolerance = [t is not None for t in tolerance]
+        self._base_tolerance = [10.0 ** -int(p) if p is not None else DEFAULT_TOLERANCE for p in precision]
         self.tolerance = [
             float(t) if t is not None else r / 4 if r else 10.0 ** -int(p) if p is not None else DEFAULT_TOLERANCE
             for t, r, p in zip(tolerance, resolution, precision)]
@@ -261,7 +267,8 @@ class Placement:
         self._groups = [[] for _ in range(ndim)]    # per axis: group coordinates, by group id
         self._sorted = [[] for _ in range(ndim)]    # per axis: (coordinate, group id), sorted
         self._point_of: dict[tuple[int, ...], int] = {}
-        self._coords: list[tuple[float, ...]] = []  # per point: its groups' coordinates
+        self._keys: list[tuple[int, ...]] = []      # per point: its group on each axis
+        self._coords: list[tuple[float, ...]] = []  # per point: the position of its first reading
         self._current: list[int | None] = []        # per point: seq_num of its current reading
         self._reading_at: dict[int, int] = {}       # seq_num -> point of its current reading
         self._previous: tuple[float, ...] | None = None
@@ -318,18 +325,28 @@ class Placement:
         return tuple(0 if s is None else math.floor(c / (s + t))
                      for c, s, t in zip(coords, self._steps, self.tolerance))
 
-    def _learn(self, coords: tuple[float, ...]) -> None:
-        if self._previous is not None:
-            for axis, (s, c, p) in enumerate(zip(self._steps, coords, self._previous)):
-                if s is None and c != p:
-                    self._steps[axis] = abs(c - p)
-                    if not self._explicit_tolerance[axis]:
-                        self.tolerance[axis] = max(self.tolerance[axis], abs(c - p) / 4)
-                    logger.info("placement: step of %s learned from the scan: %g", self.dimensions[axis], abs(c - p))
-                    self._buckets = {}
-                    for point, xy in enumerate(self._coords):
-                        self._buckets.setdefault(self._bucket(xy), []).append(point)
-        self._previous = coords
+    def _learn(self, position: tuple[float, ...]) -> None:
+        previous, self._previous = self._previous, position
+        if previous is None or all(s is not None for s in self._steps):
+            return
+        changes = [abs(a - b) for a, b in zip(position, previous)]
+        known = [s for s in self._steps if s]
+        least = min(known) / 4 if known else max(changes) / 4
+        learned = [a for a, (s, d, t) in enumerate(zip(self._steps, changes, self.tolerance))
+                   if s is None and d > t and d >= least]
+        for axis in learned:
+            self._steps[axis] = changes[axis]
+            if not self._explicit_tolerance[axis]:
+                self.tolerance[axis] = max(self._base_tolerance[axis], changes[axis] / 4)
+            logger.info("placement: step of %s learned from the scan: %g", self.dimensions[axis], changes[axis])
+        if learned:
+            least = min(s for s in self._steps if s) / 4
+            for axis, s in enumerate(self._steps):
+                if s is None and not self._explicit_tolerance[axis]:
+                    self.tolerance[axis] = max(self.tolerance[axis], least)
+            self._buckets = {}
+            for point, xy in enumerate(self._coords):
+                self._buckets.setdefault(self._bucket(xy), []).append(point)
 
     def add(self, seq_num: int, position: Sequence[float]) -> Placed:
         """Place one reading: its point, and the earlier readings it supersedes.
@@ -347,16 +364,16 @@ class Placement:
         if len(position) != len(self.dimensions) or not all(map(math.isfinite, position)):
             raise ValueError(f"seq_num {seq_num}: position {position} must have one finite number per dimension "
                              f"{list(self.dimensions)}; take them from the event's data")
+        self._learn(position)
         key = tuple(self._group(a, v) for a, v in enumerate(position))
-        coords = tuple(self._groups[a][g] for a, g in enumerate(key))
-        self._learn(coords)
         supersedes = []
         point = self._point_of.get(key)
         if point is None:
             point = self._point_of[key] = len(self._coords)
-            self._coords.append(coords)
+            self._coords.append(position)
+            self._keys.append(key)
             self._current.append(None)
-            self._buckets.setdefault(self._bucket(coords), []).append(point)
+            self._buckets.setdefault(self._bucket(position), []).append(point)
         elif self._current[point] is not None:
             supersedes.append(Reading(point, self._current[point]))
             del self._reading_at[self._current[point]]
@@ -369,7 +386,8 @@ class Placement:
         return Placed(point, tuple(supersedes))
 
     def coordinates(self) -> np.ndarray:
-        """``(n_points, ndim)`` float64: each point's grouped coordinates (row ``k``: point ``k``)."""
+        """``(n_points, ndim)`` float64: the position of each point's first reading (row ``k``:
+        point ``k``); on a grid the column's coordinate is in :meth:`grid`."""
         return np.array(self._coords, dtype=np.float64).reshape(-1, len(self.dimensions))
 
     def points(self) -> pd.DataFrame:
@@ -390,10 +408,10 @@ class Placement:
         index may change when a later reading brings a new value between two columns."""
         if not self.is_grid():
             return None
-        coords = self.coordinates()
         axes = tuple(np.array(sorted(g), dtype=np.float64) for g in self._groups)
-        index = np.stack([np.searchsorted(axis, coords[:, a]) for a, axis in enumerate(axes)], axis=1)
-        return Grid(axes, index.astype(np.int64))
+        ranks = [np.argsort(np.argsort(g, kind="stable"), kind="stable") for g in self._groups]
+        index = np.array([[ranks[a][g] for a, g in enumerate(key)] for key in self._keys], dtype=np.int64)
+        return Grid(axes, index.reshape(-1, len(self.dimensions)))
 
     def neighbours(self, point: int) -> np.ndarray:
         """The points (sorted ids, itself excluded) within ``step + tolerance`` on every axis."""
