@@ -272,7 +272,7 @@ def link_sample_space(features: pd.DataFrame, search_range: float, *, neighbours
         frames = features.groupby(point)[frame].nunique()
         if (frames > 1).any():
             bad = int(frames.index[frames > 1][0])
-            raise ValueError(f"point {bad} has features of frames {sorted(features.loc[features[point] == bad, frame].unique())}: "
+            raise ValueError(f"point {bad} has features of frames {sorted(features.loc[features[point] == bad, frame].unique().tolist())}: "
                              "a point read again supersedes its earlier reading; drop the superseded features "
                              "(Placement.add tells which seq_num) before linking")
     points = features[point].to_numpy().astype(np.int64)
