@@ -30,7 +30,7 @@ linker joining each reading with its visited neighbours as it arrives gets exact
 components a batch linker gets. Steps come, first found, from the user (``steps``, or one
 ``neighbour_distance`` for all axes), from the start document (:func:`plan_steps`: uniform
 grids ``extent / (n - 1)``; lists the *largest* gap of each sorted list, so that every pair of
-adjacent values is bridged; spirals the ring and angular spacing from ``dr``), else they are
+adjacent values is bridged (an arbitrary path: the longest edge of its minimum spanning tree); spirals the ring and angular spacing from ``dr``), else they are
 learned in scan order: an axis's step is its first change between two consecutive readings that
 exceeds its tolerance and a quarter of the smallest step known (of the largest change of that
 reading, while no step is known), fixed from then on. Before it is learned every point shares
@@ -154,11 +154,32 @@ def _gaps(values) -> tuple[float | None, float | None]:
     return (float(gaps.max()), float(gaps.min())) if gaps.size else (None, None)
 
 
+def _path_reach(points: np.ndarray) -> tuple[float | None, float | None]:
+    """For points visited together on several axes: the longest edge of their minimum spanning
+    tree (the smallest box half-width that connects them all) and the least distance between
+    two of them, both in the max-norm (per axis). Falls back to per-axis gaps above 3000 points."""
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    points = np.unique(points, axis=0)
+    if len(points) < 2:
+        return None, None
+    if len(points) > 3000:
+        gaps = [_gaps(column) for column in points.T]
+        return max(g[0] or 0 for g in gaps) or None, min(g[1] or np.inf for g in gaps)
+    distance = np.abs(points[:, None, :] - points[None, :, :]).max(axis=2)
+    reach = float(minimum_spanning_tree(distance).max())
+    np.fill_diagonal(distance, np.inf)
+    return reach, float(distance.min())
+
+
 def plan_steps(start: Mapping, dimensions: Sequence[str] | None = None) -> PlanSteps | None:
     """Neighbour steps and resolution per dimension, from a bluesky plan's start document.
 
-    ``list_grid_scan``/``list_scan`` (``plan_pattern_args`` lists): step = the largest gap of
-    each sorted list, resolution = the smallest. ``scan``/``rel_scan``: ``|stop - start| /
+    ``list_grid_scan`` (``plan_pattern_args`` lists): step = the largest gap of each sorted
+    list, resolution = the smallest. ``list_scan`` of several motors (an arbitrary path): on
+    every axis the longest edge of the points' minimum spanning tree in the max-norm (so that
+    they are all connected; for one motor it is the largest gap), resolution the least
+    distance between two points. ``scan``/``rel_scan``: ``|stop - start| /
     (num - 1)``. ``spiral``: step ``max(s, hypot(dr, s / 2))`` with ``s = 2 pi dr / nth`` the
     spacing along a ring, resolution ``min(dr, 2 dr sin(pi / nth))``. ``spiral_fermat``: step
     ``FERMAT_REACH * dr / factor``, resolution ``dr / factor`` (``dr_y`` scales the y axis).
@@ -177,7 +198,12 @@ def plan_steps(start: Mapping, dimensions: Sequence[str] | None = None) -> PlanS
         return None
     pattern, args = start.get("plan_pattern"), start.get("plan_pattern_args") or {}
     result = None
-    if pattern in ("outer_list_product", "inner_list_product") and args.get("args"):
+    if pattern == "inner_list_product" and args.get("args") and len(args["args"]) > 2:
+        path = _by_field(dims, args["args"][0::2], list(args["args"][1::2]))
+        if path:
+            step, res = _path_reach(np.array(path, dtype=float).T)
+            result = [step] * len(dims), [res] * len(dims)
+    elif pattern in ("outer_list_product", "inner_list_product") and args.get("args"):
         lists = _by_field(dims, args["args"][0::2], [_gaps(v) for v in args["args"][1::2]])
         if lists:
             result = [g[0] for g in lists], [g[1] for g in lists]

@@ -147,7 +147,8 @@ def test_scan_dimensions_and_steps_of_bluesky_start_documents():
     assert plan_steps(GRID_START).steps == (0.5, 0.5)
     list_scan = {"hints": {"dimensions": [[["sample_y", "sample_x"], "primary"]]}, "plan_pattern": "inner_list_product",
                  "plan_pattern_args": {"args": ["SynAxis(name='sample_y')", [0, 1, 2], "SynAxis(name='sample_x')", [0, 0.5, 3]]}}
-    assert scan_dimensions(list_scan) == ["sample_y", "sample_x"] and plan_steps(list_scan).steps == (1.0, 2.5)
+    assert scan_dimensions(list_scan) == ["sample_y", "sample_x"] and plan_steps(list_scan).steps == (2.5, 2.5)
+    assert plan_steps(list_scan).resolution == (1.0, 1.0)
     spiral_start = {"hints": {"dimensions": [[["sample_x"], "primary"], [["sample_y"], "primary"]]}, "plan_pattern": "spiral",
                     "plan_pattern_args": {"x_motor": "SynAxis(name='sample_x')", "y_motor": "SynAxis(name='sample_y')",
                                           "dr": 0.5, "nth": 6, "dr_y": 1.0}}
