@@ -5,7 +5,8 @@ the simulator's truth: each grain's peak is one particle, seen exactly at the vi
 where the grain is, at the recorded coordinates."""
 from __future__ import annotations
 
-import numpy as np
+import functools
+
 import pytest
 
 from streamcrystal.science.linking import link_sample_space
@@ -19,9 +20,14 @@ GRIDS = {"grid_scan": (7, 10), "grid_scan snake": (7, 10), "rel_grid_scan": (7, 
          "grid_scan paused": (7, 10)}
 
 
-@pytest.fixture(scope="module", params=list(plans(None, None, None)))
+@functools.lru_cache(maxsize=None)
+def _run(name: str):
+    return name, run_plan(name)
+
+
+@pytest.fixture(params=list(plans(None, None, None)))
 def run(request):
-    return request.param, run_plan(request.param)
+    return _run(request.param)
 
 
 def test_each_grain_peak_is_one_particle_where_the_grain_is(run):
@@ -56,19 +62,15 @@ def test_points_are_at_the_recorded_positions_and_grids_are_found(run):
         assert grid is None
 
 
-def test_list_grid_scan_keeps_its_non_uniform_coordinates(run):
-    name, run = run
-    if name != "list_grid_scan":
-        pytest.skip("list_grid_scan only")
+def test_list_grid_scan_keeps_its_non_uniform_coordinates():
+    name, run = _run("list_grid_scan")
     grid = run.placement.grid()
     assert [c.tolist() for c in grid.coords] == [[0, 0.5, 2, 3], [0, 0.2, 0.4, 1.5, 2.5]]
     assert dict(zip(run.placement.dimensions, run.placement.steps)) == {"sample_y": 1.5, "sample_x": 1.1}
 
 
-def test_a_paused_scan_retakes_one_point_that_supersedes_the_first_reading(run):
-    name, run = run
-    if name != "grid_scan paused":
-        pytest.skip("grid_scan paused only")
+def test_a_paused_scan_retakes_one_point_that_supersedes_the_first_reading():
+    name, run = _run("grid_scan paused")
     assert run.seq_nums[:24] == list(range(1, 25)) and run.seq_nums[24] == 24 and len(run.seq_nums) == 71
     point = next(p for p, r in run.readings.items() if r[0] == 24)
     assert run.superseded == [Reading(point, 24)]
