@@ -64,15 +64,19 @@ class SimDexela(Device):
         The motors of the grid's rows and columns.
     name : str
         The device name.
+    continuous : bool
+        Take the frames where the motors are (:meth:`CrystalRod.frames_at`), for any plan,
+        instead of at the nearest grid point.
     """
 
     image = Cpt(_ArraySignal, value=np.zeros((1, 1, 1), np.uint16), kind="normal")
     stats1_total = Cpt(Signal, value=0.0, kind="hinted")
     shutter_open = Cpt(Signal, value=True, kind="config")
 
-    def __init__(self, rod: CrystalRod, slow, fast, *, name: str = "dexela", write_dir=None, **kwargs) -> None:
+    def __init__(self, rod: CrystalRod, slow, fast, *, name: str = "dexela", write_dir=None, continuous: bool = False,
+                 **kwargs) -> None:
         super().__init__(name=name, **kwargs)
-        self.rod, self.slow, self.fast = rod, slow, fast
+        self.rod, self.slow, self.fast, self.continuous = rod, slow, fast, bool(continuous)
         self.image.put(np.zeros((rod.truth.frames_per_point, *rod.truth.detector_shape), np.uint16))
         self._rng = np.random.default_rng([rod.seed, 1])  # the rod's structure uses stream [seed]
         self._writer = None if write_dir is None else HDF5FrameWriter(write_dir, self.image.name)
@@ -87,7 +91,10 @@ class SimDexela(Device):
         return point[0], point[1]
 
     def trigger(self) -> NullStatus:
-        if self.shutter_open.get():
+        if self.shutter_open.get() and self.continuous:
+            row, col = self.rod.grid_coordinates(self.slow.position, self.fast.position)
+            frames = self.rod.frames_at(float(row), float(col), self._rng)
+        elif self.shutter_open.get():
             frames = self.rod.frames(*self.grid_point(), self._rng)
         else:
             frames = self.rod.dark_frames(self._rng)
@@ -171,10 +178,12 @@ class HDF5FrameWriter:
         yield from pending
 
 
-def make_devices(rod: CrystalRod, *, write_dir=None) -> tuple[SynAxis, SynAxis, SimDexela]:
+def make_devices(rod: CrystalRod, *, write_dir=None, continuous: bool = False) -> tuple[SynAxis, SynAxis, SimDexela]:
     """The motors ``sample_y`` (rows, slow) and ``sample_x`` (columns, fast) and the detector
     ``dexela`` of a simulated scan of ``rod``, for running your own plans. With ``write_dir``
-    the detector writes its frames to HDF5 files there (StreamResource/StreamDatum documents).
+    the detector writes its frames to HDF5 files there (StreamResource/StreamDatum documents);
+    with ``continuous`` it sees the sample where the motors are, for any plan (the truth at
+    any position: ``rod.grains_at(sample_y, sample_x)``).
 
     Examples
     --------
@@ -185,7 +194,7 @@ def make_devices(rod: CrystalRod, *, write_dir=None) -> tuple[SynAxis, SynAxis, 
     ([2, 64, 64], '<u2')
     """
     slow, fast = SynAxis(name="sample_y"), SynAxis(name="sample_x")
-    return slow, fast, SimDexela(rod, slow, fast, name="dexela", write_dir=write_dir)
+    return slow, fast, SimDexela(rod, slow, fast, name="dexela", write_dir=write_dir, continuous=continuous)
 
 
 def with_dark_frames(plan: Generator, detector: SimDexela, n_frames: int) -> Generator:

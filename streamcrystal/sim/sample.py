@@ -60,12 +60,17 @@ class Grain:
         float, grid shape: integrated counts per frame of each of its peaks; 0 outside.
     peaks : np.ndarray
         (k, 2) float: detector positions (row, col) of its Bragg peaks.
+    ellipse : (float, float, float, float, float), optional
+        ``(row, col, row_semi_axis, col_semi_axis, peak_intensity)`` in continuous grid
+        coordinates: the shape ``footprint`` and ``intensity`` sample at the grid points
+        (:meth:`CrystalRod.intensity_at` evaluates it anywhere).
     """
 
     index: int
     footprint: np.ndarray
     intensity: np.ndarray
     peaks: np.ndarray
+    ellipse: tuple[float, float, float, float, float] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,13 +180,14 @@ class CrystalRod:
         self.seed = int(seed)
         rng = np.random.default_rng(self.seed)
         self._thickness, powder, n_upper = _rod_profile(n_rows, n_cols)
-        footprints, intensities = _grains(rng, self._thickness > 0, n_upper, n_grains)
+        footprints, intensities, ellipses = _grains(rng, self._thickness > 0, n_upper, n_grains)
         peaks = _place_peaks(rng, n_grains * peaks_per_grain, (height, width), min_peak_distance)
         grains = tuple(
             Grain(k, _frozen(footprints[k]), _frozen(intensities[k]),
-                  _frozen(peaks[k * peaks_per_grain:(k + 1) * peaks_per_grain]))
+                  _frozen(peaks[k * peaks_per_grain:(k + 1) * peaks_per_grain]), ellipses[k])
             for k in range(n_grains)
         )
+        self._n_upper = n_upper
         empty = self._thickness == 0
         background = (n_rows // 2, int(np.flatnonzero(empty[n_rows // 2])[0]))
         self.truth = GroundTruth(
@@ -239,6 +245,56 @@ class CrystalRod:
         """Noisy frames of :meth:`dark_image`, like :meth:`frames`: (F, H, W) uint16."""
         return _noisy(self._dark, self.truth.frames_per_point, rng)
 
+    # The same sample anywhere, for any plan: continuous grid coordinates (row, col), motor
+    # positions mapped through ``truth.extents``; at the grid points it is the grid's sample.
+
+    def grid_coordinates(self, sample_y, sample_x) -> tuple[np.ndarray, np.ndarray]:
+        """Continuous grid coordinates (row, col) of motor positions (float arrays, any shape)."""
+        out = []
+        for value, (start, stop), n in zip((sample_y, sample_x), self.truth.extents, self.truth.grid_shape):
+            fraction = (np.asarray(value, dtype=float) - start) / (stop - start) if stop != start else 0.0 * value
+            out.append(fraction * (n - 1))
+        return out[0], out[1]
+
+    def intensity_at(self, row, col) -> np.ndarray:
+        """Each grain's peak intensity at continuous grid coordinates: (n_grains, *shape), 0
+        where the grain is not. Equal to ``grain.intensity`` at the grid points."""
+        row, col = np.broadcast_arrays(np.asarray(row, dtype=float), np.asarray(col, dtype=float))
+        n_cols = self.truth.grid_shape[1]
+        across = np.clip(1 - ((col - (n_cols - 1) / 2) / max(0.75, n_cols / 4)) ** 2, 0, None) ** 0.5
+        region = (across > 0) & (row < self._n_upper - 0.5)
+        out = np.zeros((len(self.truth.grains), *row.shape))
+        for k, grain in enumerate(self.truth.grains):
+            r0, c0, ar, ac, peak = grain.ellipse
+            rho2 = ((row - r0) / ar) ** 2 + ((col - c0) / ac) ** 2
+            out[k] = np.where(region & (rho2 <= 1), peak * (EDGE_FRACTION + (1 - EDGE_FRACTION) * (1 - rho2)), 0.0)
+        return out
+
+    def grains_at(self, sample_y, sample_x) -> np.ndarray:
+        """bool (n_positions, n_grains): which grains the beam hits at each motor position."""
+        row, col = self.grid_coordinates(np.ravel(sample_y), np.ravel(sample_x))
+        return (self.intensity_at(row, col) > 0).T
+
+    def mean_image_at(self, row: float, col: float) -> np.ndarray:
+        """Noiseless expected counts per frame at continuous grid coordinates, float64 (H, W);
+        :meth:`mean_image` anywhere (rod thickness, powder and grains evaluated there)."""
+        n_rows, n_cols = self.truth.grid_shape
+        thickness = float(np.clip(1 - ((col - (n_cols - 1) / 2) / max(0.75, n_cols / 4)) ** 2, 0, None) ** 0.5)
+        powder = float(np.clip((row - self._n_upper + 1) / 2, 0, 1)) * thickness
+        image = self._dark + self._air
+        if thickness:
+            image += thickness * self._halo
+        if powder:
+            image += powder * self._rings
+        for scale, spots in zip(self.intensity_at(row, col), self._spots):
+            for where, template in spots if scale else ():
+                image[where] += float(scale) * template
+        return image
+
+    def frames_at(self, row: float, col: float, rng: np.random.Generator) -> np.ndarray:
+        """``frames_per_point`` noisy frames at continuous grid coordinates, like :meth:`frames`."""
+        return _noisy(self.mean_image_at(row, col), self.truth.frames_per_point, rng)
+
 
 def _noisy(mean: np.ndarray, n_frames: int, rng: np.random.Generator) -> np.ndarray:
     """Frames drawn around ``mean``, each from its own generator seeded by ``rng`` (so the
@@ -280,14 +336,14 @@ def _rod_profile(n_rows: int, n_cols: int) -> tuple[np.ndarray, np.ndarray, int]
     return thickness, lower[:, None] * thickness, n_upper
 
 
-def _grains(rng, rod: np.ndarray, n_upper: int, n_grains: int) -> tuple[list, list]:
+def _grains(rng, rod: np.ndarray, n_upper: int, n_grains: int) -> tuple[list, list, list]:
     """Elliptic grain footprints in the upper rod, each one connected and at least 2 rows tall,
     overlapping the others as little as 60 random tries allow."""
     rows, cols = np.indices(rod.shape)
     region = rod & (rows < n_upper)
     rod_cols = np.flatnonzero(rod[0])
     covered = np.zeros(rod.shape, bool)
-    footprints, intensities = [], []
+    footprints, intensities, ellipses = [], [], []
     for _ in range(n_grains):
         best = None
         for _ in range(60):
@@ -299,17 +355,18 @@ def _grains(rng, rod: np.ndarray, n_upper: int, n_grains: int) -> tuple[list, li
                 continue
             overlap = (footprint & covered).sum() / footprint.sum()
             if best is None or overlap < best[0]:
-                best = (overlap, footprint, rho2, rng.uniform(*PEAK_MAX_RANGE))
+                best = (overlap, footprint, rho2, rng.uniform(*PEAK_MAX_RANGE), (r0, c0, ar, ac))
             if overlap <= 0.25:
                 break
         if best is None:
             raise ValueError(f"could not fit grain {len(footprints)} into the rod's upper part of "
                              f"{n_upper} x {len(rod_cols)} grid points; use a larger grid_shape")
-        _, footprint, rho2, peak = best
+        _, footprint, rho2, peak, ellipse = best
+        ellipses.append(tuple(float(v) for v in (*ellipse, peak)))
         covered |= footprint
         footprints.append(footprint)
         intensities.append(np.where(footprint, peak * (EDGE_FRACTION + (1 - EDGE_FRACTION) * (1 - rho2)), 0.0))
-    return footprints, intensities
+    return footprints, intensities, ellipses
 
 
 def _place_peaks(rng, n: int, shape: tuple[int, int], min_distance: float) -> np.ndarray:
