@@ -175,7 +175,7 @@ def group_grains(
     >>> grains = group_grains(maps, positions, grid_shape=(1, 9))
     >>> grains.labels.tolist(), grains.reflections.tolist()
     ([1, 1, 2, 1, 0], [1, 2, 3, 1, 0])
-    >>> grains.table[["particles", "n_reflections", "footprint"]]
+    >>> grains.table[["particles", "n_reflections", "footprint"]]  # doctest: +NORMALIZE_WHITESPACE
            particles  n_reflections  footprint
     grain
     1      (0, 1, 3)              2          6
