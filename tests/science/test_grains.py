@@ -119,15 +119,24 @@ def assert_grains_are_the_truth(found, particles: Particles, footprints, min_iou
     return ious
 
 
-# -- the simulator's rod ------------------------------------------------------------------------
+# -- the scenarios: each gives the particles, the true footprints, and the grains all of whose peaks
+#    dip on a band (their maps miss it: nothing saw it). ``seed`` draws the textures, structure
+#    factors, noise and positions; the tests use one seed, ``GRAINS_NOTES.md`` sweeps many.
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_grains_of_a_simulated_rod_are_its_true_grains_with_their_own_peaks(seed):
+@dataclass
+class Scenario:
+    particles: Particles
+    footprints: list
+    unseen: frozenset = frozenset()
+
+
+def rod_scenario(seed: int, noise: float = 0.05) -> Scenario:
+    """The simulator's rod on a 30 x 20 grid: 6 grains of 3 peaks (10-40 points each), some dipping."""
     truth = CrystalRod((30, 20), (1024, 1024), n_grains=6, peaks_per_grain=3, seed=seed).truth
     rng = np.random.default_rng(seed)
     grains = [TruthGrain(g.footprint, g.intensity * textured(g.footprint, rng, 1.0), g.peaks) for g in truth.grains]
     dips = {}
-    for k, grain in enumerate(grains):  # bands through the middle of each grain's rows
+    for k, grain in enumerate(grains):  # bands through each grain's rows
         rows = np.flatnonzero(grain.footprint.any(axis=1))
         third = rows[0] + len(rows) // 3
         if k == 0:  # all its peaks dip on the same band: no peak is whole
@@ -136,22 +145,17 @@ def test_grains_of_a_simulated_rod_are_its_true_grains_with_their_own_peaks(seed
             dips[(k, 0)] = [(third, third + 1), (rows[-1] - 1, rows[-1])]
         elif k == 2:  # no peak whole, each dips on its own band
             dips.update({(k, 0): [(third, third + 1)], (k, 1): [(third + 2, third + 3)]})
-    particles = make_particles(grains, rng, dips=dips)
-    assert len(particles.maps) > 18  # some peaks did come out in fragments
-    found = group_grains(particles.maps, particles.positions)
-    assert_grains_are_the_truth(found, particles, [g.footprint for g in truth.grains], unseen={0})
+    return Scenario(make_particles(grains, rng, dips=dips, noise=noise), [g.footprint for g in truth.grains],
+                    frozenset({0}))
 
 
-def test_the_default_demo_rod_gives_its_six_grains_of_three_peaks():
-    truth = CrystalRod(n_grains=6, peaks_per_grain=3).truth  # the demo's 16 x 12 grid: grains of 6-11 points
-    rng = np.random.default_rng(7)
-    particles = make_particles([TruthGrain(g.footprint, g.intensity, g.peaks) for g in truth.grains], rng)
-    found = group_grains(particles.maps, particles.positions)
-    assert_grains_are_the_truth(found, particles, [g.footprint for g in truth.grains])
-    assert found.table["n_reflections"].tolist() == [3] * 6
+def demo_rod_scenario(seed: int) -> Scenario:
+    """The demo's rod (16 x 12 grid, grains of 6-13 points), no dips."""
+    truth = CrystalRod(n_grains=6, peaks_per_grain=3, seed=seed).truth
+    rng = np.random.default_rng(seed + 100)
+    grains = [TruthGrain(g.footprint, g.intensity, g.peaks) for g in truth.grains]
+    return Scenario(make_particles(grains, rng), [g.footprint for g in truth.grains])
 
-
-# -- grains that touch, overlap, or have 1 and 6 peaks -------------------------------------------
 
 SHAPE = (24, 20)
 
@@ -161,57 +165,98 @@ def grain(rng, centre, radii, peaks) -> TruthGrain:
     return TruthGrain(footprint, textured(footprint, rng), np.asarray(peaks, float))
 
 
-def test_two_touching_grains_stay_apart_even_where_they_share_a_detector_position():
-    rng = np.random.default_rng(3)
+def touching_scenario(seed: int) -> Scenario:
+    """Two grains of 3 peaks sharing a boundary, one peak of each at the same pixel, both dipping:
+    fragments at one position on both sides of the boundary."""
+    rng = np.random.default_rng(seed)
     whole = ellipse(SHAPE, (11, 9.5), (8, 9))  # two grains with a boundary at column 10
     sides = [whole & (np.indices(SHAPE)[1] < 10), whole & (np.indices(SHAPE)[1] >= 10)]
     left = TruthGrain(sides[0], textured(sides[0], rng), np.array([(100, 100), (400, 700), (800, 300)], float))
     right = TruthGrain(sides[1], textured(sides[1], rng), np.array([(101, 101), (600, 200), (250, 850)], float))
-    assert (ndimage.binary_dilation(left.footprint) & right.footprint).sum() >= 10  # they touch along a side
-    # the shared peak dips in both grains: fragments at one position on both sides of the boundary
     particles = make_particles([left, right], rng, dips={(0, 0): [(9, 10)], (1, 0): [(13, 14)]})
-    found = group_grains(particles.maps, particles.positions)
-    assert_grains_are_the_truth(found, particles, [left.footprint, right.footprint])
+    return Scenario(particles, sides)
+
+
+def overlapping_scenario(seed: int) -> Scenario:
+    """A big grain, one crossing it (30-80 % of the smaller footprint shared), one hidden in it."""
+    rng = np.random.default_rng(seed)
+    big = grain(rng, (10, 9), (8, 7), [(120, 130), (500, 610), (870, 240)])
+    crossing = grain(rng, (15, 15), (5, 4), [(300, 900), (700, 800), (150, 480)])
+    hidden = grain(rng, (7, 7), (2.6, 2.6), [(900, 900), (450, 150)])
+    particles = make_particles([big, crossing, hidden], rng, dips={(0, 1): [(8, 9)]})
+    return Scenario(particles, [g.footprint for g in (big, crossing, hidden)])
+
+
+def one_and_six_scenario(seed: int) -> Scenario:
+    """A 6-peak grain (two peaks dipping) crossed by a 1-peak grain whose peak dips twice: three
+    fragments with nothing else of their grain to join them."""
+    rng = np.random.default_rng(seed)
+    six = grain(rng, (8, 8), (7, 6), [(100 + 130 * m, 200 + 97 * m) for m in range(6)])
+    one = grain(rng, (17, 12), (5.5, 6), [(860, 140)])
+    dips = {(1, 0): [(15, 16), (19, 20)], (0, 2): [(5, 6)], (0, 4): [(9, 10)]}
+    return Scenario(make_particles([six, one], rng, dips=dips), [six.footprint, one.footprint], frozenset({1}))
+
+
+def one_at_pixel_scenario(seed: int) -> Scenario:
+    """A 1-peak grain just below a 6-peak grain (within max_gap), on the pixel of one of its peaks."""
+    rng = np.random.default_rng(seed)
+    six = grain(rng, (8, 9), (6, 6), [(100 + 130 * m, 200 + 97 * m) for m in range(6)])
+    one = grain(rng, (19, 9), (4, 5), [(360.5, 393.5)])
+    return Scenario(make_particles([six, one], rng), [six.footprint, one.footprint])
+
+
+def run(scenario: Scenario, **options):
+    return group_grains(scenario.particles.maps, scenario.particles.positions, **options)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grains_of_a_simulated_rod_are_its_true_grains_with_their_own_peaks(seed):
+    scenario = rod_scenario(seed)
+    assert len(scenario.particles.maps) > 18  # some peaks did come out in fragments
+    assert_grains_are_the_truth(run(scenario), scenario.particles, scenario.footprints, unseen=scenario.unseen)
+
+
+def test_the_default_demo_rod_gives_its_six_grains_of_three_peaks():
+    scenario = demo_rod_scenario(0)
+    found = run(scenario)
+    assert_grains_are_the_truth(found, scenario.particles, scenario.footprints)
+    assert found.table["n_reflections"].tolist() == [3] * 6
+
+
+def test_two_touching_grains_stay_apart_even_where_they_share_a_detector_position():
+    scenario = touching_scenario(3)
+    left, right = scenario.footprints
+    assert (ndimage.binary_dilation(left) & right).sum() >= 10  # they touch along a side
+    assert_grains_are_the_truth(run(scenario), scenario.particles, scenario.footprints)
 
 
 def test_grains_that_overlap_partly_or_hide_a_small_grain_stay_apart():
-    rng = np.random.default_rng(4)
-    big = grain(rng, (10, 9), (8, 7), [(120, 130), (500, 610), (870, 240)])
-    crossing = grain(rng, (15, 15), (5, 4), [(300, 900), (700, 800), (150, 480)])  # overlaps big partly
-    hidden = grain(rng, (7, 7), (2.6, 2.6), [(900, 900), (450, 150)])  # lies within big's footprint
-    footprints = [g.footprint for g in (big, crossing, hidden)]
+    scenario = overlapping_scenario(4)
+    big, crossing, hidden = scenario.footprints
     share = lambda a, b: (a & b).sum() / min(a.sum(), b.sum())  # noqa: E731
-    assert 0.3 <= share(footprints[0], footprints[1]) < DEFAULTS["min_overlap"]
-    assert share(footprints[0], footprints[2]) == 1.0  # footprints cannot tell: only intensities can
-    particles = make_particles([big, crossing, hidden], rng, dips={(0, 1): [(8, 9)]})
-    found = group_grains(particles.maps, particles.positions)
-    assert_grains_are_the_truth(found, particles, footprints)
+    assert 0.3 <= share(big, crossing) < DEFAULTS["min_overlap"]
+    assert share(big, hidden) == 1.0  # footprints cannot tell: only intensities can
+    assert_grains_are_the_truth(run(scenario), scenario.particles, scenario.footprints)
+    with pytest.raises(AssertionError):  # and they do: without them, the hidden grain is merged
+        assert_grains_are_the_truth(run(scenario, min_correlation=-1), scenario.particles, scenario.footprints)
 
 
 def test_a_one_peak_grain_next_to_a_six_peak_grain():
-    rng = np.random.default_rng(5)
-    six = grain(rng, (8, 8), (7, 6), [(100 + 130 * m, 200 + 97 * m) for m in range(6)])
-    one = grain(rng, (17, 12), (5.5, 6), [(860, 140)])  # overlaps six partly
-    assert 0 < (six.footprint & one.footprint).sum() < 0.5 * one.footprint.sum()
-    # the single peak dips on two rows: three fragments, with nothing else of its grain to join them;
-    # two of the six peaks dip too
-    dips = {(1, 0): [(15, 16), (19, 20)], (0, 2): [(5, 6)], (0, 4): [(9, 10)]}
-    particles = make_particles([six, one], rng, dips=dips)
-    assert (particles.grain == 1).sum() == 3
-    found = group_grains(particles.maps, particles.positions)
-    assert_grains_are_the_truth(found, particles, [six.footprint, one.footprint], unseen={1})
+    scenario = one_and_six_scenario(5)
+    six, one = scenario.footprints
+    assert 0 < (six & one).sum() < 0.5 * one.sum()
+    assert (scenario.particles.grain == 1).sum() == 3
+    found = run(scenario)
+    assert_grains_are_the_truth(found, scenario.particles, scenario.footprints, unseen=scenario.unseen)
     assert sorted(found.table["n_reflections"]) == [1, 6]
 
 
 def test_a_one_peak_grain_at_a_pixel_of_a_touching_six_peak_grain_is_not_taken_as_its_fragment():
-    rng = np.random.default_rng(6)
-    six = grain(rng, (8, 9), (6, 6), [(100 + 130 * m, 200 + 97 * m) for m in range(6)])
-    one = grain(rng, (19, 9), (4, 5), [(360.5, 393.5)])  # the pixel of six's third peak, just below it
-    assert not (six.footprint & one.footprint).any()
-    assert (ndimage.binary_dilation(six.footprint, iterations=2) & one.footprint).any()  # within max_gap
-    particles = make_particles([six, one], rng)
-    found = group_grains(particles.maps, particles.positions)
-    assert_grains_are_the_truth(found, particles, [six.footprint, one.footprint])
+    scenario = one_at_pixel_scenario(6)
+    six, one = scenario.footprints
+    assert not (six & one).any()
+    assert (ndimage.binary_dilation(six, iterations=2) & one).any()  # within max_gap
+    assert_grains_are_the_truth(run(scenario), scenario.particles, scenario.footprints)
 
 
 def test_where_no_correlation_can_be_measured_coinciding_footprints_decide():
@@ -232,31 +277,46 @@ def test_where_no_correlation_can_be_measured_coinciding_footprints_decide():
 
 # -- the real maps ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def real():
+def load_real():
+    """The three real grains: maps above the noise floor, detector (y, x), and each grain's body
+    (its largest connected piece above the floor; the few small pieces far away are left out)."""
     with xr.open_dataset(REFERENCE) as ds:
         intensity = ds["intensity"].values
         positions = np.column_stack([ds["y"].values, ds["x"].values]).astype(float)
     seen = np.where(intensity > REAL_FLOOR, intensity, 0.0)
     bodies = []
-    for m in seen:  # each grain's body: its largest connected piece above the noise floor
+    for m in seen:
         pieces, _ = ndimage.label(m > 0, structure=np.ones((3, 3)))
         bodies.append(pieces == np.argmax(np.bincount(pieces.ravel())[1:]) + 1)
     return seen, positions, np.array(bodies)
 
 
+@pytest.fixture(scope="module")
+def real():
+    return load_real()
+
+
 def test_the_three_real_grains_are_not_merged(real):
     seen, positions, _ = real
-    share = [(seen[a] > 0) & (seen[b] > 0) for a, b in [(0, 1), (0, 2), (1, 2)]]
-    assert max(s.sum() / min((seen[a] > 0).sum(), (seen[b] > 0).sum())
-               for s, (a, b) in zip(share, [(0, 1), (0, 2), (1, 2)])) >= DEFAULTS["min_overlap"]  # overlap alone would merge
+    footprints = seen > 0
+    share = max((footprints[a] & footprints[b]).sum() / min(footprints[a].sum(), footprints[b].sum())
+                for a, b in [(0, 1), (0, 2), (1, 2)])
+    assert share >= DEFAULTS["min_overlap"]  # footprints alone would merge two of them
     found = group_grains(seen, positions)
     assert found.labels.tolist() == [1, 2, 3]
     assert found.label_map.shape == (133 * 33,)
 
 
-def real_fragments(seen, positions, bodies, rng, bands):
-    """Each real grain's body, dipping below the floor on ``bands[k]`` rows: its pieces."""
+def real_fragments_scenario(real, seed: int, bands=None) -> Scenario:
+    """Each real grain's body, dipping below the floor on two row bands: its pieces, each at the
+    grain's detector position (+-0.3 px)."""
+    seen, positions, bodies = real
+    rng = np.random.default_rng(seed)
+    if bands is None:  # two bands of 1-2 rows, a third and two thirds down each body
+        bands = []
+        for body in bodies:
+            rows = np.flatnonzero(body.any(axis=1))
+            bands.append([(r, r + int(rng.integers(1, 3))) for r in rows[0] + np.array([1, 2]) * len(rows) // 3])
     maps, grain_of, where = [], [], []
     for k, (m, body) in enumerate(zip(seen, bodies)):
         dipped = np.where(body, m, 0.0)
@@ -267,33 +327,33 @@ def real_fragments(seen, positions, bodies, rng, bands):
             maps.append(np.where(pieces == piece, dipped, 0.0))
             where.append(positions[k] + rng.normal(0, 0.3, 2))
             grain_of.append(k)
-    return np.array(maps), np.array(where), np.array(grain_of)
+    particles = Particles(np.array(maps), np.array(where), np.array(grain_of), np.array(grain_of))
+    return Scenario(particles, list(bodies), frozenset({0, 1, 2}))
 
 
-def test_fragments_of_the_real_grains_regroup_into_the_three_grains(real):
+def real_peaks_scenario(real, seed: int, noise: float = 0.1) -> Scenario:
+    """Three Bragg peaks per real grain: its real map times a structure factor, with noise; some dip."""
     seen, positions, bodies = real
-    rng = np.random.default_rng(8)
-    bands = [[(60, 61), (75, 77)], [(55, 56), (70, 71)], [(65, 66), (90, 92)]]
-    maps, where, grain_of = real_fragments(seen, positions, bodies, rng, bands)
-    assert len(maps) >= 9  # three or more fragments of each
-    found = group_grains(maps, where)
-    particles = Particles(maps, where, grain_of, grain_of)
-    ious = assert_grains_are_the_truth(found, particles, list(bodies), unseen={0, 1, 2})
-    assert min(ious) >= 0.9  # the dip bands are all they miss
-
-
-def test_real_grains_with_several_noisy_peaks_each_regroup_into_the_three_grains(real):
-    seen, positions, bodies = real
-    # three Bragg peaks per real grain: its real map times a structure factor, with 10 % noise
-    rng = np.random.default_rng(9)
+    rng = np.random.default_rng(seed)
     offsets = np.array([[0, 0], [700, -400], [-300, 500]])
     grains = [TruthGrain(body, np.where(body, m, 0.0), positions[k] + offsets)
               for k, (m, body) in enumerate(zip(seen, bodies))]
     dips = {(0, 1): [(70, 72)], (1, 0): [(60, 61)], (2, 2): [(80, 81), (100, 102)]}
-    particles = make_particles(grains, rng, dips=dips, threshold=REAL_FLOOR, noise=0.1)
-    assert len(particles.maps) > 9
-    found = group_grains(particles.maps, particles.positions)
-    assert_grains_are_the_truth(found, particles, list(bodies))
+    return Scenario(make_particles(grains, rng, dips=dips, threshold=REAL_FLOOR, noise=noise), list(bodies))
+
+
+def test_fragments_of_the_real_grains_regroup_into_the_three_grains(real):
+    scenario = real_fragments_scenario(real, 8, bands=[[(60, 61), (75, 77)], [(55, 56), (70, 71)],
+                                                       [(65, 66), (90, 92)]])
+    assert len(scenario.particles.maps) >= 9  # three or more fragments of each
+    ious = assert_grains_are_the_truth(run(scenario), scenario.particles, scenario.footprints, unseen=scenario.unseen)
+    assert min(ious) >= 0.9  # the dip bands are all they miss
+
+
+def test_real_grains_with_several_noisy_peaks_each_regroup_into_the_three_grains(real):
+    scenario = real_peaks_scenario(real, 9)
+    assert len(scenario.particles.maps) > 9
+    assert_grains_are_the_truth(run(scenario), scenario.particles, scenario.footprints)
 
 
 # -- outputs, options, errors -------------------------------------------------------------------
