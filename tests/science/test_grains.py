@@ -356,6 +356,50 @@ def test_real_grains_with_several_noisy_peaks_each_regroup_into_the_three_grains
     assert_grains_are_the_truth(run(scenario), scenario.particles, scenario.footprints)
 
 
+# -- end to end: the seed's pipeline on a simulated scan ----------------------------------------
+
+@pytest.mark.slow
+def test_grains_of_a_scan_mapped_by_the_pipeline_are_the_simulated_grains():
+    from bluesky import RunEngine
+
+    from streamcrystal.demo import default_minmass
+    from streamcrystal.pipeline_files import load_pipeline
+    from streamcrystal.sim import simulate_scan
+
+    scan = dict(grid_shape=(10, 8), detector_shape=(256, 256), frames_per_point=3, n_grains=3, peaks_per_grain=2,
+                min_peak_distance=60, seed=2)  # seed 2: grains that touch on the grid
+    rod = CrystalRod(scan["grid_shape"], scan["detector_shape"],
+                     **{k: v for k, v in scan.items() if k not in ("grid_shape", "detector_shape")})
+    row, col = np.argwhere(rod.truth.empty)[0]
+    pipeline_file = load_pipeline("peak_tracking")
+    parameters = {**pipeline_file.PARAMETERS, "separation": 40}  # peaks 60 px apart on a 256 px detector
+    pipe = pipeline_file.make_pipeline(
+        subtrahend=rod.frames(int(row), int(col), np.random.default_rng(11)), separation=40,
+        minmass=default_minmass(rod, parameters), maxsize=3.0, min_frames=2)
+    uid, truth = simulate_scan(RunEngine({}), callbacks=[pipe], **scan)
+    results = pipe.results(uid)
+    footprints = [g.footprint for g in truth.grains]
+    assert any((ndimage.binary_dilation(a) & b).any() for a in footprints for b in footprints if a is not b)
+
+    found = group_grains(results.maps.values, results.particles[["y", "x"]].to_numpy(),
+                         ids=results.particles["particle"].to_numpy())
+    # each particle's true grain and peak: the simulated peak within 2 px of it
+    peaks = np.concatenate([g.peaks for g in truth.grains])
+    grain_of_peak = np.repeat(np.arange(len(truth.grains)), [len(g.peaks) for g in truth.grains])
+    distance = np.hypot(*(results.particles[["y", "x"]].to_numpy()[:, None, :] - peaks[None]).transpose(2, 0, 1))
+    assert (distance.min(axis=1) < 2.0).all()
+    nearest = distance.argmin(axis=1)
+    assert sorted(nearest) == list(range(len(peaks)))  # every simulated peak is one particle
+    particles = Particles(results.maps.values, results.particles[["y", "x"]].to_numpy(), grain_of_peak[nearest],
+                          nearest)
+    assert_grains_are_the_truth(found, particles, footprints)
+    grid = grain_maps_to_xarray(found.maps, {dim: results.maps[dim].values for dim in results.maps.dims[1:]})
+    assert grid.dims == ("grain", *results.maps.dims[1:])
+    for k, footprint in enumerate(footprints):
+        grain_id = found.labels[particles.grain == k][0]
+        np.testing.assert_array_equal(grid.sel(grain=grain_id).values > 0, footprint)
+
+
 # -- outputs, options, errors -------------------------------------------------------------------
 
 def test_grain_maps_are_sums_of_peak_maps_normalised_to_their_maximum():
