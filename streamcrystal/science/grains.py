@@ -375,7 +375,6 @@ def _fragment_links(pairs, proto, footprint, size, overlap, points, options) -> 
     if len(pairs) == 0:
         return pairs
     # the detector positions: clusters of particles within search_range of each other
-    seen = np.flatnonzero(size)
     _, place = connected_components(_graph(pairs, len(size)), directed=False)
     i, j = pairs[:, 0], pairs[:, 1]
     pairs = pairs[np.asarray(overlap[i, j]).ravel() == 0]
@@ -384,17 +383,32 @@ def _fragment_links(pairs, proto, footprint, size, overlap, points, options) -> 
     pairs = pairs[np.asarray(near, bool)]
     if len(pairs) == 0:
         return pairs
-    # where each detector position is seen
-    n_places = int(place.max()) + 1
-    at_place = sparse.csr_matrix((np.ones(len(seen)), (place[seen], seen)), shape=(n_places, len(size)))
-    place_footprint = ((at_place @ footprint) > 0).astype(np.float64)
-    coverage = (place_footprint @ footprint.T).tocsc()  # (n_places, n_particles): points of each particle covered
-    overlap = overlap.tocsc()
-    members = pd.Series(np.arange(len(proto))).groupby(proto).groups
-    ok = [not (_contradicts(f, g, members[proto[f]], place, overlap, coverage, size, options)
-               or _contradicts(g, f, members[proto[g]], place, overlap, coverage, size, options))
-          for f, g in pairs]
-    return pairs[np.asarray(ok, bool)]
+    return pairs[~_contradicted(pairs, proto, place, footprint, size, overlap, options)]
+
+
+def _contradicted(pairs, proto, place, footprint, size, overlap, options) -> np.ndarray:
+    """For each pair (f, g): whether a particle of f's proto-grain at another detector position
+    (a *witness*) covers ``min_overlap`` of f while the particles at the witness's position
+    cover less than ``1 - min_overlap`` of g; or the same with f and g swapped."""
+    share = options["min_overlap"]
+    seen = np.flatnonzero(size)
+    at_place = sparse.csr_matrix((np.ones(len(seen)), (place[seen], seen)), shape=(int(place.max()) + 1, len(size)))
+    coverage = (((at_place @ footprint) > 0).astype(np.float64) @ footprint.T).tocsr()  # (places, particles)
+    entries = overlap.tocoo()
+    q, f, common = entries.row, entries.col, entries.data
+    witness = (np.isin(f, pairs) & (proto[q] == proto[f]) & (place[q] != place[f]) & (common >= share * size[f]))
+    witnesses = pd.DataFrame({"f": f[witness], "q": q[witness]})
+    directed = pd.DataFrame({"f": np.concatenate([pairs[:, 0], pairs[:, 1]]),
+                             "g": np.concatenate([pairs[:, 1], pairs[:, 0]]),
+                             "pair": np.tile(np.arange(len(pairs)), 2)})
+    triples = directed.merge(witnesses, on="f")
+    if triples.empty:
+        return np.zeros(len(pairs), bool)
+    g, q = triples["g"].to_numpy(), triples["q"].to_numpy()
+    covered = np.asarray(coverage[place[q], g]).ravel()
+    contradicted = np.zeros(len(pairs), bool)
+    contradicted[triples["pair"].to_numpy()[covered < (1 - share) * size[g]]] = True
+    return contradicted
 
 
 def _adjacent(footprint, coords, f, g, reach) -> bool:
@@ -405,17 +419,6 @@ def _adjacent(footprint, coords, f, g, reach) -> bool:
         here, there = there, here
     distance, _ = cKDTree(there).query(here, k=1, distance_upper_bound=reach * (1 + 1e-9))
     return bool(np.isfinite(distance).any())
-
-
-def _contradicts(f, g, family, place, overlap, coverage, size, options) -> bool:
-    """Whether a reflection of ``f``'s proto-grain (``family``) covers ``f`` but is absent from ``g``."""
-    family = np.asarray(family)
-    others = family[place[family] != place[f]]
-    if len(others) == 0:
-        return False
-    covering = others[overlap[others, f].toarray().ravel() >= options["min_overlap"] * size[f]]
-    absent = coverage[place[covering], g].toarray().ravel() < (1 - options["min_overlap"]) * size[g]
-    return bool(absent.any())
 
 
 # -- small helpers ------------------------------------------------------------------------------
