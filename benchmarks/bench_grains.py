@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     split = sum(len(set(found.labels[list(t)])) > 1 for t in truth_sets)
     footprint = np.diff(maps.indptr)
     print(f"run: {len(truth)} particles ({len(truth_sets)} true grains) on {side}x{side} = {side * side} points, "
-          f"{maps.nnz} nonzeros (footprints {footprint.min()}-{footprint.max()} points, median {np.median(footprint):.0f})")
+          f"{maps.nnz} nonzeros (footprints {footprint.min()}-{footprint.max()} points, "
+          f"median {np.median(footprint):.0f})")
     print(f"group_grains, dense maps ({dense.nbytes / 1e6:.0f} MB): median {dense_time * 1e3:.0f} ms of {args.repeats}")
     print(f"group_grains, CSR maps: median {sparse_time * 1e3:.0f} ms of {args.repeats}")
     print(f"grains found {found.n_grains}: exactly the true grain {len(truth_sets & found_sets)}, "

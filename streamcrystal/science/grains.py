@@ -320,7 +320,8 @@ def grain_maps_to_xarray(maps, coords: Mapping[str, Any], *, grains: Sequence[in
     maps = np.asarray(maps, dtype=np.float64)
     axes = {str(dim): np.asarray(values).ravel() for dim, values in coords.items()}
     shape = tuple(len(values) for values in axes.values())
-    if maps.ndim < 2 or int(np.prod(maps.shape[1:])) != int(np.prod(shape)) or (maps.ndim > 2 and maps.shape[1:] != shape):
+    fits = maps.ndim == 2 and maps.shape[1] == int(np.prod(shape)) or maps.ndim > 2 and maps.shape[1:] == shape
+    if not fits:
         raise ValueError(f"grain maps of shape {maps.shape} do not fit the grid {shape} of coords {list(axes)}; "
                          "expected (n_grains, n_points) with n_points the product of the coords' lengths")
     ids = np.arange(1, len(maps) + 1) if grains is None else np.asarray(grains)

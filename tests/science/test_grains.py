@@ -23,9 +23,7 @@ from scipy import ndimage
 from streamcrystal.science.grains import DEFAULTS, grain_label_map, grain_maps, grain_maps_to_xarray, group_grains
 from streamcrystal.sim_sample import CrystalRod
 
-REFERENCE = Path("/work/shared/reference/CG_0046_grain_maps.nc")
-if not REFERENCE.exists():  # the repository's copy of the shared reference data, wherever it is checked out
-    REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "CG_0046_grain_maps.nc"
+REFERENCE = Path(__file__).with_name("data") / "CG_0046_grain_maps.nc"  # real maps, see data/README.md
 THRESHOLD = 250.0  # counts: detection threshold of the simulated peaks (the sim's minmass is ~350)
 REAL_FLOOR = 20.0  # the real maps' noise floor: every value 3 points away from a grain is below 18.4
 
@@ -99,7 +97,9 @@ def assert_grains_are_the_truth(found, particles: Particles, footprints, min_iou
     for the grains in ``unseen``, all of whose peaks dip on a band, exactly where they were seen);
     the label map names the only grain at each point covered by one, and no grain where there is
     none. Returns the IoU of each true grain with its true footprint."""
-    partition = lambda labels: sorted(sorted(np.flatnonzero(labels == v).tolist()) for v in np.unique(labels))  # noqa: E731
+    def partition(labels):
+        return sorted(sorted(np.flatnonzero(labels == v).tolist()) for v in np.unique(labels))
+
     assert partition(found.labels) == partition(particles.grain), found.table
     assert partition(found.reflections) == partition(particles.peak), found.reflection_table
     assert found.n_grains == len(footprints)
@@ -441,7 +441,8 @@ def test_options_are_kept_for_provenance():
     (lambda: group_grains(np.array([[1.0, np.nan]]), [(0, 0)], grid_shape=(1, 2)), r"particle 0 .*holds nan"),
     (lambda: group_grains(np.ones((2, 2, 3)), np.zeros((2, 2)), grid_shape=(3, 2)), r"grid_shape \(3, 2\) differs"),
     (lambda: group_grains(np.ones((2, 4)), np.zeros((2, 2)), grid_shape=(2, 2), ids=[5, 5]), "id 5 appears 2 times"),
-    (lambda: group_grains(np.ones((1, 4)), [(0, 0)], grid_shape=(2, 2), min_overlap=1.5), r"min_overlap=1.5 .*\(0, 1\]"),
+    (lambda: group_grains(np.ones((1, 4)), [(0, 0)], grid_shape=(2, 2), min_overlap=1.5),
+     r"min_overlap=1.5 .*\(0, 1\]"),
     (lambda: group_grains(np.ones((1, 4)), [(0, 0)], grid_shape=(2, 2), min_points=2), "min_points=2"),
 ])
 def test_bad_input_is_refused_with_what_and_how_to_fix(call, message):
