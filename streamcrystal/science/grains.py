@@ -17,11 +17,15 @@ overlap on the sample do not. :func:`group_grains` groups particles into grains 
    their footprints are disjoint (one detector position at one scan point gives one feature);
    adjacent, unless step 1 put them in one proto-grain (their nearest points at most
    ``max_gap`` scan steps apart: the gap is where the peak dipped, inside the grain); and not
-   contradicted by the other reflections: no particle of one fragment's proto-grain, at
-   another detector position, may cover that fragment (``min_overlap`` of it) while the
-   particles at its detector position are all but absent from the other fragment (cover less
-   than ``1 - min_overlap`` of it). This keeps apart two grains that touch on the sample and
-   share a detector position: the other reflections of each are seen on its side only.
+   contradicted by the other reflections. A particle of one fragment's proto-grain, at another
+   detector position, that covers that fragment (``min_overlap`` of it) is a witness: it
+   contradicts the pair if the particles at its detector position are all but absent from the
+   other fragment (cover less than ``1 - min_overlap`` of it), and supports it if they cover
+   ``min_overlap`` of it. A pair with a contradiction and no support is refused. This keeps
+   apart two grains that touch on the sample and share a detector position (the other
+   reflections of each are seen on its side only), and still joins the fragments of a grain
+   whose proto-grain also took in a particle of a neighbour by chance (its own reflections
+   support the pair).
 3. **Grains.** Each reflection's map is its fragments' maps combined (their mean where they
    overlap). Reflections are linked as particles are in step 1, now on whole reflections; the
    connected components are the grains. Links between fragments are not carried over: over
@@ -388,9 +392,14 @@ def _fragment_links(pairs, proto, footprint, size, overlap, points, options) -> 
 
 
 def _contradicted(pairs, proto, place, footprint, size, overlap, options) -> np.ndarray:
-    """For each pair (f, g): whether a particle of f's proto-grain at another detector position
-    (a *witness*) covers ``min_overlap`` of f while the particles at the witness's position
-    cover less than ``1 - min_overlap`` of g; or the same with f and g swapped."""
+    """For each pair (f, g) of fragment candidates, whether the other reflections say that f and
+    g lie on different grains.
+
+    A *witness* of f is a particle of f's proto-grain, at another detector position, that covers
+    ``min_overlap`` of f. It *supports* the pair if the particles at its position cover
+    ``min_overlap`` of g too, and *contradicts* it if they cover less than ``1 - min_overlap``
+    of g. A pair is contradicted when a witness of f or g contradicts it and none supports it.
+    """
     share = options["min_overlap"]
     seen = np.flatnonzero(size)
     at_place = sparse.csr_matrix((np.ones(len(seen)), (place[seen], seen)), shape=(int(place.max()) + 1, len(size)))
@@ -405,11 +414,11 @@ def _contradicted(pairs, proto, place, footprint, size, overlap, options) -> np.
     triples = directed.merge(witnesses, on="f")
     if triples.empty:
         return np.zeros(len(pairs), bool)
-    g, q = triples["g"].to_numpy(), triples["q"].to_numpy()
+    g, q, pair = triples["g"].to_numpy(), triples["q"].to_numpy(), triples["pair"].to_numpy()
     covered = np.asarray(coverage[place[q], g]).ravel()
-    contradicted = np.zeros(len(pairs), bool)
-    contradicted[triples["pair"].to_numpy()[covered < (1 - share) * size[g]]] = True
-    return contradicted
+    supported = np.bincount(pair[covered >= share * size[g]], minlength=len(pairs)) > 0
+    against = np.bincount(pair[covered < (1 - share) * size[g]], minlength=len(pairs)) > 0
+    return against & ~supported
 
 
 def _adjacent(footprint, coords, f, g, reach) -> bool:
