@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import xarray as xr
 from scipy import sparse
@@ -110,12 +111,12 @@ class Grains:
 
 
 def group_grains(
-    maps,
-    positions,
+    maps: npt.ArrayLike | sparse.spmatrix,
+    positions: npt.ArrayLike,
     *,
     ids: Sequence[int] | None = None,
     grid_shape: Sequence[int] | None = None,
-    coords=None,
+    coords: npt.ArrayLike | None = None,
     min_overlap: float = DEFAULTS["min_overlap"],
     min_correlation: float = DEFAULTS["min_correlation"],
     min_points: int = DEFAULTS["min_points"],
@@ -235,7 +236,7 @@ def group_grains(
                   grid, options)
 
 
-def grain_maps(reflection_maps, grain_of_reflection) -> np.ndarray:
+def grain_maps(reflection_maps: npt.ArrayLike | sparse.spmatrix, grain_of_reflection: npt.ArrayLike) -> np.ndarray:
     """Each grain's map: the sum of its reflections' maps, each normalised to its maximum.
 
     Parameters
@@ -269,7 +270,7 @@ def grain_maps(reflection_maps, grain_of_reflection) -> np.ndarray:
     return (member @ (scale @ values)).toarray()
 
 
-def grain_label_map(maps) -> np.ndarray:
+def grain_label_map(maps: npt.ArrayLike) -> np.ndarray:
     """The strongest grain at each point, by each grain map normalised to its maximum.
 
     Parameters
@@ -298,8 +299,8 @@ def grain_label_map(maps) -> np.ndarray:
     return np.where(normalised.max(axis=0) > 0, normalised.argmax(axis=0) + 1, 0).astype(np.int64)
 
 
-def grain_maps_to_xarray(maps, coords: Mapping[str, Any], *, grains: Sequence[int] | None = None,
-                         name: str = "grain_map") -> xr.DataArray:
+def grain_maps_to_xarray(maps: npt.ArrayLike, coords: Mapping[str, npt.ArrayLike], *,
+                         grains: Sequence[int] | None = None, name: str = "grain_map") -> xr.DataArray:
     """Grain maps as a ``DataArray`` with dims ``("grain", *coords)``.
 
     Parameters
