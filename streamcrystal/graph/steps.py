@@ -110,8 +110,12 @@ def process_step(task: FrameTask) -> FrameTask:
     if isinstance(frames, FrameReference):
         try:
             frames = read_reference(frames)
-        except Exception as err:  # the message of the serial pipeline, which reads as events arrive
-            raise OSError(f"cannot read {frames.data_key!r} from {frames.uri}: {type(err).__name__}: {err}") from err
+        except Exception as err:  # a missing or unreadable file: the frame is skipped, with where it was
+            if debugging():
+                raise
+            problem = f"cannot read {frames.data_key!r} from {frames.uri}: {type(err).__name__}: {err}"
+            log_skipped(task.run_uid, task.seq_num, problem)
+            return replace(task, frames=None, background=None, problem=problem)
     image, problem = processed_image(frames, task.background)
     if problem is not None:
         raise ValueError(problem)

@@ -75,6 +75,7 @@ class DocumentDispatcher(RemoteDispatcher):
     Examples
     --------
     >>> dispatcher = DocumentDispatcher("localhost:5568", prefix=b"raw")
+    >>> from streamcrystal.serve.wire import dumps
     >>> dispatcher.decode(b"raw start " + dumps({"uid": "abc"}))
     ('start', {'uid': 'abc'})
     >>> dispatcher.decode(b"beamline2 start " + dumps({"uid": "abc"})) is None  # another publisher's

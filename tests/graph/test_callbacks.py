@@ -145,8 +145,10 @@ def test_per_axis_diameters_go_through_to_the_documents(raw):
     for name, doc in docs:
         ip(name, doc)
     peaks = stream_rows(out, "primary")
-    expected = pd.concat([trackpy.locate(processed(f, image), (9, 7), **LOCATE).assign(frame=i)
-                          for i, f in enumerate(frames, start=1)], ignore_index=True)
+    # trackpy misaligns per-axis errors after a minmass filter (its issue 609): filter its unfiltered answer instead
+    unfiltered = {key: value for key, value in LOCATE.items() if key != "minmass"}
+    expected = pd.concat([trackpy.locate(processed(f, image), (9, 7), **unfiltered).query(f"mass > {LOCATE['minmass']}")
+                          .assign(frame=i) for i, f in enumerate(frames, start=1)], ignore_index=True)
     assert {"size_y", "size_x", "ep_y", "ep_x"} <= set(peaks.columns) and "size" not in peaks.columns
     assert len(peaks) == len(expected) > 6
     columns = ["y", "x", "mass", "size_y", "size_x", "ecc", "signal", "raw_mass", "ep_y", "ep_x"]

@@ -349,9 +349,15 @@ def test_process_step_fuses_and_keeps_the_three_steps_answers():
 # --- packaging: lazy compilation, warm-up, self-check, benchmark --------------------------------
 
 def test_importing_the_package_compiles_nothing():
-    code = "import sys, streamcrystal, streamcrystal.peaks; print('numba' in sys.modules, 'trackpy' in sys.modules)"
+    code = "import sys, streamcrystal; print('numba' in sys.modules, 'trackpy' in sys.modules)"
     output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert output.split() == ["False", "False"]
+    # the science modules load numba, but compile (or load from numba's cache) only when first called
+    code = ("import streamcrystal.science.peaks, streamcrystal.science.frames as f, "
+            "streamcrystal.science.fastlocate._bandpass as b; "
+            "print(len(f._average_subtract_clip.signatures), len(b.bandpass_kernel.signatures))")
+    output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert output.split() == ["0", "0"]
 
 
 def test_warmup_is_idempotent_and_the_selfcheck_passes():

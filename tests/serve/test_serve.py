@@ -477,7 +477,7 @@ def test_server_killed_mid_run_restarted_and_the_run_replayed_from_the_catalog(t
         terminate_all(processes)
     replay = Process(["replay", uid, "--catalog", path, "--no-progress"], tmp_path, "replay")
     assert replay.wait(180) == 0, replay.output()
-    assert f"raw run {uid}: 30 events (0 skipped)" in replay.stdout()
+    assert f"run {uid}: 30 events (0 skipped)" in replay.stdout()
 
     runs = stored_analyses(db, uid)
     # the part the killed server had written live (no stop), its journal closed and inserted by

@@ -62,7 +62,7 @@ def bandpassed(p: Plan) -> tuple[np.ndarray, np.floating, np.ndarray]:
     Examples
     --------
     >>> from trackpy.preprocessing import bandpass, convert_to_int
-    >>> from streamcrystal.fastlocate.options import plan
+    >>> from streamcrystal.science.fastlocate.options import plan
     >>> image = np.random.default_rng(0).random((40, 50))
     >>> integer, scale, histogram = bandpassed(plan(image, 7))
     >>> expected_scale, expected = convert_to_int(bandpass(image, 1, 7, 1 / 255), np.uint8)
@@ -131,7 +131,7 @@ def run(p: Plan) -> pd.DataFrame:
     Examples
     --------
     >>> import trackpy
-    >>> from streamcrystal.fastlocate.options import plan
+    >>> from streamcrystal.science.fastlocate.options import plan
     >>> image = trackpy.artificial.draw_spots((48, 64), [(20, 30)], 3, noise_level=5)
     >>> run(plan(image, 9, separation=12)).equals(trackpy.locate(image, 9, separation=12))
     True
