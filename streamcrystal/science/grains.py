@@ -310,7 +310,7 @@ def grain_maps_to_xarray(maps: npt.ArrayLike, coords: Mapping[str, npt.ArrayLike
         ``(n_grains, *grid_shape)``.
     coords : mapping of str to 1-D array_like
         One entry per grid axis, slowest first: its name and coordinates (e.g. motor
-        positions in mm, as ``streamcrystal.maps.grid_coords`` gives them).
+        positions in mm, as ``streamcrystal.science.maps.grid_coords`` gives them).
     grains : sequence of int, optional
         The grain ids; default ``1..n_grains``.
     name : str

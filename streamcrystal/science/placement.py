@@ -461,7 +461,7 @@ def scan_order_memory(placement: Placement) -> int:
 
     The longest absence, in ``seq_num``, between the current readings of two neighbouring
     points: on a grid, points next to each other along one axis (what
-    :func:`streamcrystal.maps.scan_memory` counts: ``n_cols - 1``, ``2 n_cols - 2`` snaking);
+    :func:`streamcrystal.science.maps.scan_memory` counts: ``n_cols - 1``, ``2 n_cols - 2`` snaking);
     otherwise the neighbours of :meth:`Placement.neighbours`. A grain seen on a connected set
     of points is then one particle, since every gap between its scan-order sightings is at
     most the largest gap across one of its neighbour pairs.

@@ -16,11 +16,11 @@ from bluesky.utils import RunEngineInterrupted
 from cycler import cycler
 from scipy.sparse.csgraph import connected_components
 
-from streamcrystal.maps import grid_of, scan_memory
+from streamcrystal.science.maps import grid_of, scan_memory
 from streamcrystal.science.linking import SampleLinker, link_sample_space
 from streamcrystal.science.placement import Placement, scan_dimensions, scan_order_memory
 from streamcrystal.sim import make_devices
-from streamcrystal.sim_sample import CrystalRod
+from streamcrystal.sim.sample import CrystalRod
 
 #: The rod: a 12 x 10 grid of 0.5 mm (y 0..5.5, x 0..4.5); grains in y < 3.25, powder below.
 ROD = dict(grid_shape=(12, 10), detector_shape=(128, 128), frames_per_point=3, n_grains=3, peaks_per_grain=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from streamcrystal.maps import grid_index
+from streamcrystal.science.maps import grid_index
 
 
 def grid_positions(shape, extents, *, snake=False, jitter=0.0, seed=0) -> np.ndarray:

@@ -21,7 +21,7 @@ import xarray as xr
 from scipy import ndimage
 
 from streamcrystal.science.grains import DEFAULTS, grain_label_map, grain_maps, grain_maps_to_xarray, group_grains
-from streamcrystal.sim_sample import CrystalRod
+from streamcrystal.sim.sample import CrystalRod
 
 REFERENCE = Path(__file__).with_name("data") / "CG_0046_grain_maps.nc"  # real maps, see data/README.md
 THRESHOLD = 250.0  # counts: detection threshold of the simulated peaks (the sim's minmass is ~350)
@@ -30,7 +30,7 @@ REAL_FLOOR = 20.0  # the real maps' noise floor: every value 3 points away from 
 
 @dataclass
 class TruthGrain:
-    """A grain as the simulator describes it (``streamcrystal.sim_sample.Grain``): footprint,
+    """A grain as the simulator describes it (``streamcrystal.sim.sample.Grain``): footprint,
     intensity profile (grid-shaped, 0 outside) and detector positions (row, col) of its peaks."""
 
     footprint: np.ndarray
@@ -363,7 +363,7 @@ def test_grains_of_a_scan_mapped_by_the_pipeline_are_the_simulated_grains():
     from bluesky import RunEngine
 
     from streamcrystal.demo import default_minmass
-    from streamcrystal.pipeline_files import load_pipeline
+    from streamcrystal.graph.files import load_pipeline
     from streamcrystal.sim import simulate_scan
 
     scan = dict(grid_shape=(10, 8), detector_shape=(256, 256), frames_per_point=3, n_grains=3, peaks_per_grain=2,
@@ -411,7 +411,7 @@ def test_grain_maps_are_sums_of_peak_maps_normalised_to_their_maximum():
 
 
 def test_grain_maps_to_xarray_has_the_grid_coordinates_of_the_scan():
-    from streamcrystal.maps import grid_coords
+    from streamcrystal.science.maps import grid_coords
 
     rows, cols = grid_coords((4, 3), ((0.0, 0.75), (1.0, 1.5)))
     da = grain_maps_to_xarray(np.arange(24.0).reshape(2, 12), {"sample_y": rows, "sample_x": cols}, grains=[3, 7])

@@ -8,7 +8,7 @@ import pytest
 from bluesky.plan_patterns import spiral, spiral_fermat, spiral_square_pattern
 from ophyd.sim import SynAxis
 
-from streamcrystal.maps import grid_index, scan_memory
+from streamcrystal.science.maps import grid_index, scan_memory
 from streamcrystal.science.placement import (Placement, Reading, plan_steps, scan_dimensions,
                                              scan_order_memory)
 
