@@ -7,15 +7,16 @@ separation=100)`` and ``trackpy.link(search_range=50)`` on ``dexela_image``.
 
 The seed loaded its background from ``PARAMID-2_background_1.npy``; here the background is
 the mean of each run's ``dark`` stream unless ``--subtrahend file.npy`` is given (the
-``subtrahend`` override). ``memory="grid"`` is added so that one grain spanning several
-rows of the scan stays one particle (see ``peak_tracking.py``). The seed's
-``BestEffortCallback`` has no place in a server: ``serve`` prints one line per run.
+``subtrahend`` override). The seed linked in scan order with ``trackpy.link``, and so does this
+server (``linking="trackpy"``), with ``memory="grid"`` added so that one grain spanning several
+rows of the scan stays one particle. The seed's ``BestEffortCallback`` has no place in a
+server: ``serve`` prints one line per run.
 """
 from streamcrystal import load_pipeline
 
 #: The seed's graph is the peak-tracking pipeline file's, with its parameters.
 _PEAK_TRACKING = load_pipeline("peak_tracking")
-PARAMETERS = dict(_PEAK_TRACKING.PARAMETERS)
+PARAMETERS = {**_PEAK_TRACKING.PARAMETERS, "linking": "trackpy", "memory": "grid"}
 
 #: Where ``streamcrystal serve`` listens unless told otherwise (the seed's RemoteDispatcher).
 SERVE = {"address": "localhost:5568", "prefix": "raw"}
@@ -23,4 +24,4 @@ SERVE = {"address": "localhost:5568", "prefix": "raw"}
 
 def make_pipeline(**overrides):
     """The seed server's pipeline, with ``overrides`` (``subtrahend``, ``minmass``, ...)."""
-    return _PEAK_TRACKING.make_pipeline(**overrides)
+    return _PEAK_TRACKING.make_pipeline(**{**PARAMETERS, **overrides})

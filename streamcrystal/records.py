@@ -6,14 +6,15 @@ function that can be tested (and shipped to a Dask worker) on its own.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["Routed", "FrameReference", "FrameTask", "FrameResult", "RunFeatures", "RunAnalysis", "replace",
-           "log_skipped"]
+__all__ = ["Routed", "FrameReference", "FrameTask", "FrameResult", "Placed", "RunOpened", "RunFeatures", "RunAnalysis",
+           "replace", "log_skipped"]
 
 logger = logging.getLogger("streamcrystal")
 
@@ -69,11 +70,10 @@ class FrameReference:
 class FrameTask:
     """The per-frame work of one raw event: frames in, processed image, then features out.
 
-    ``frames`` holds the raw frames (or, for external data, ``None`` until filled, or a
-    :class:`FrameReference` when the frames are read where the work runs); ``image``
-    the processed image once averaged. Once ``problem`` is set, later steps pass the task on
-    untouched and it ends as a skipped frame. ``clipped`` says the image is already
-    background-subtracted and clipped (the average step did all three in one pass).
+    ``frames`` holds the raw frames, or a :class:`FrameReference` to read them where the work
+    runs; ``image`` the processed image. ``readings`` are the event's scalar readings (the
+    motor positions among them: where the sample was), ``time`` the event's time. Once
+    ``problem`` is set, later steps pass the task on untouched and it ends as a skipped frame.
     """
 
     run_uid: str
@@ -84,7 +84,8 @@ class FrameTask:
     image: np.ndarray | None = None
     problem: str | None = None
     time: float = 0.0
-    clipped: bool = False
+    readings: Mapping[str, float] = field(default_factory=dict)
+    masked: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class FrameResult:
     """The outcome of one raw event: its features (``frame`` = the event's ``seq_num``).
 
     No image is kept: once the features are out, the frame's memory is released.
+    ``masked`` counts the masked pixels (no signal) of the processed image, ``masked_fraction``
+    is their share.
     """
 
     run_uid: str
@@ -99,6 +102,10 @@ class FrameResult:
     features: pd.DataFrame
     total_intensity: float = 0.0
     problem: str | None = None
+    time: float = 0.0
+    readings: Mapping[str, float] = field(default_factory=dict)
+    masked: int = 0
+    masked_fraction: float = 0.0
 
     @property
     def n_peaks(self) -> int:
@@ -106,23 +113,81 @@ class FrameResult:
 
 
 @dataclass(frozen=True)
+class Placed:
+    """A frame result placed on the sample, and linked as it came (the ``runs`` node's output).
+
+    Attributes
+    ----------
+    result : FrameResult
+    reading : int
+        The reading's number in its run, 1-based (a re-taken point has its ``seq_num`` again,
+        not its reading number).
+    point : int
+        The sample point (:class:`streamcrystal.science.placement.Placement`), -1 if unplaced.
+    position : tuple of float
+        Where the sample was, one value per scan dimension (empty if unplaced).
+    supersedes : tuple of Placed
+        The earlier readings this one replaces (the same point read again).
+    particles : numpy.ndarray
+        The live particle id of each feature.
+    relabelled : dict
+        Particle ids that this reading joined to others, ``{old: new}`` (a bridging point
+        merges two particles) or split (a superseded reading was the only link).
+    """
+
+    result: FrameResult
+    reading: int
+    point: int
+    position: tuple
+    supersedes: tuple = ()
+    particles: np.ndarray | None = None
+    relabelled: Mapping[int, int] = field(default_factory=dict)
+
+    @property
+    def run_uid(self) -> str:
+        return self.result.run_uid
+
+
+@dataclass(frozen=True)
+class RunOpened:
+    """A raw run started: its start document, and how its readings are placed and linked."""
+
+    run_uid: str
+    start: dict
+    placement: dict
+
+
+@dataclass(frozen=True)
 class RunFeatures:
-    """Every frame result of one raw run, gathered at its stop document."""
+    """A raw run at its stop: its current readings (superseded ones left out), the problems,
+    the placement of its points, and its live linking."""
 
     run_uid: str
     start: dict
     stop: dict
-    results: tuple[FrameResult, ...]
+    readings: tuple[Placed, ...]
     problems: tuple[str, ...] = ()
+    placement: Any = None
+    superseded: tuple[Placed, ...] = ()
+    tracks: pd.DataFrame | None = None
+    placement_info: Mapping = field(default_factory=dict)
+    failure: str | None = None
+
+    @property
+    def results(self) -> tuple[FrameResult, ...]:
+        """Every reading's frame result, superseded ones too, in reading order."""
+        return tuple(p.result for p in sorted((*self.readings, *self.superseded), key=lambda p: p.reading))
 
 
 @dataclass(frozen=True)
 class RunAnalysis:
-    """The end-of-run analysis of one raw run: features, linked tracks and crystal maps.
+    """The end-of-run analysis of one raw run: features, linked tracks, crystal maps, grains.
 
-    ``grid`` holds the scan grid (``shape``, ``snaking``, ``extents``, ``dims``);
-    ``particles``/``maps`` are filled by the ``map`` node; ``failure`` says why linking or
-    mapping failed (the features are kept all the same).
+    ``grid`` holds where the maps are drawn: ``shape`` and ``dims`` of the maps' grid (the
+    dimension names; ``("point",)`` for a scan whose points are not a grid) and ``coords``
+    (the coordinates of each dim); ``points`` the table of the run's sample points;
+    ``particles``/``maps``/``grains`` are filled by the ``map`` node; ``failure`` says why
+    linking or mapping failed (the features are kept all the same).
     """
 
     run_uid: str
@@ -136,3 +201,6 @@ class RunAnalysis:
     grid: dict
     problems: tuple[str, ...] = ()
     failure: str | None = None
+    points: pd.DataFrame | None = None
+    grains: Any = None
+    placement: Mapping = field(default_factory=dict)

@@ -4,9 +4,14 @@ Every table a pipeline emits (as documents in the streams of an analysis run, as
 :class:`~streamcrystal.graph.results.RunResults`, and read back from a catalog) is described
 here and nowhere else:
 
-``features``  one row per located peak: trackpy's columns (below) and ``frame``, the raw ``seq_num``;
-``frames``    one row per processed raw event (:data:`FRAME_DTYPES`);
-``tracks``    the features with their ``particle``;
+``features``  one row per located peak: trackpy's columns (below), ``frame`` (the raw ``seq_num``),
+              ``reading`` (the raw event's number in the run) and ``point`` (its sample point);
+``frames``    one row per processed raw event (:data:`FRAME_DTYPES`) and where the sample was
+              (one column per scan dimension);
+``tracks``    the features with their ``particle``, linked as they come;
+``relabels``  particle ids a reading joined (``merge``: a bridging point) or parted (``split``);
+``points``    at the stop, one row per sample point: its coordinates, its current ``seq_num``
+              and, on a grid, its grid index;
 ``maps``      one row per mapped particle (:data:`PARTICLE_DTYPES`) and its ``map`` over the scan.
 
 The feature columns are trackpy's, and depend on how ``trackpy.locate`` is called: with one
@@ -21,22 +26,28 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-__all__ = ["STREAMS", "FRAME_DTYPES", "PARTICLE_DTYPES", "feature_columns", "empty_features", "conform_features",
+__all__ = ["STREAMS", "FRAME_DTYPES", "RELABEL_DTYPES", "PARTICLE_DTYPES", "feature_columns", "empty_features", "conform_features",
            "typed", "data_keys"]
 
 #: The streams of an analysis run, in the order their descriptors come.
-STREAMS = ("features", "frames", "tracks", "maps")
+STREAMS = ("features", "frames", "tracks", "relabels", "points", "maps")
 
-#: The ``frames`` table: one row per processed raw event.
-FRAME_DTYPES = {"frame": np.int64, "n_peaks": np.int64, "total_intensity": np.float64, "skipped": np.bool_,
-                "skip_reason": object}
+#: The ``frames`` table: one row per processed raw event (``superseded``: a later reading of the
+#: same point replaces it; ``masked_fraction``: the share of masked pixels).
+FRAME_DTYPES = {"frame": np.int64, "reading": np.int64, "point": np.int64, "n_peaks": np.int64,
+                "total_intensity": np.float64, "masked_fraction": np.float64, "superseded": np.bool_,
+                "skipped": np.bool_, "skip_reason": object}
+
+#: The ``relabels`` table: ``particle`` became ``into`` at ``reading`` (``kind``: merge or split).
+RELABEL_DTYPES = {"frame": np.int64, "reading": np.int64, "particle": np.int64, "into": np.int64, "kind": object}
 
 #: The ``particles`` table (the ``maps`` stream without its maps): one row per mapped particle,
 #: ``y, x`` its mean detector position (pixels), ``n_frames`` the scan points it was seen on.
 PARTICLE_DTYPES = {"particle": np.int64, "y": np.float64, "x": np.float64, "n_frames": np.int64,
                    "total_intensity": np.float64}
 
-_INTEGERS = {"frame", "particle", "n_peaks", "n_frames"}
+_INTEGERS = {"frame", "reading", "point", "particle", "into", "n_peaks", "n_frames", "seq_num"}
+_WHERE = ("frame", "reading", "point")  # where a feature was seen
 _SOURCE = "streamcrystal"
 
 
@@ -111,34 +122,41 @@ def typed(table: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
 def _key(column: str) -> dict:
     if column in _INTEGERS:
         dtype = "integer"
-    elif column == "skipped":
+    elif column in ("skipped", "superseded"):
         dtype = "boolean"
-    elif column == "skip_reason":
+    elif column in ("skip_reason", "kind"):
         dtype = "string"
     else:
         dtype = "number"
     return {"dtype": dtype, "shape": [], "source": _SOURCE}
 
 
-def data_keys(stream: str, *, feature_columns: Iterable[str] = feature_columns(), grid_shape=(), grid_dims=()) -> dict:
+def data_keys(stream: str, *, feature_columns: Iterable[str] = feature_columns(), dimensions: Iterable[str] = (),
+              grid_shape=(), grid_dims=()) -> dict:
     """The event-model ``data_keys`` of an analysis run's ``stream``.
 
-    ``feature_columns`` are those of the ``features`` and ``tracks`` streams;
-    ``grid_shape``/``grid_dims`` the shape and dimension names of a ``maps`` stream's ``map``.
+    ``feature_columns`` are those of the ``features`` and ``tracks`` streams; ``dimensions``
+    the scan's position fields (columns of ``frames`` and ``points``); ``grid_shape`` and
+    ``grid_dims`` the shape and dimension names of a ``maps`` stream's ``map``.
 
     Examples
     --------
-    >>> sorted(data_keys("frames"))
-    ['frame', 'n_peaks', 'skip_reason', 'skipped', 'total_intensity']
+    >>> sorted(data_keys("frames", dimensions=["sample_x"]))[:4]
+    ['frame', 'masked_fraction', 'n_peaks', 'point']
     >>> data_keys("maps", grid_shape=(4, 5), grid_dims=("sample_y", "sample_x"))["map"]["shape"]
     [4, 5]
     """
+    dimensions = list(dimensions)
     if stream == "features":
-        columns = [*feature_columns, "frame"]
+        columns = [*feature_columns, *_WHERE]
     elif stream == "tracks":
-        columns = [*feature_columns, "frame", "particle"]
+        columns = [*feature_columns, *_WHERE, "particle"]
     elif stream == "frames":
-        columns = list(FRAME_DTYPES)
+        columns = [*FRAME_DTYPES, *dimensions]
+    elif stream == "relabels":
+        columns = list(RELABEL_DTYPES)
+    elif stream == "points":
+        columns = ["point", "seq_num", *dimensions, *(f"index_{d}" for d in dimensions)]
     elif stream == "maps":
         keys = {column: _key(column) for column in PARTICLE_DTYPES}
         keys["map"] = {"dtype": "array", "shape": list(grid_shape), "dtype_numpy": "<f8", "dims": list(grid_dims),

@@ -20,7 +20,7 @@ import event_model
 import numpy as np
 import pandas as pd
 
-from ..records import FrameResult, Routed, RunAnalysis
+from ..records import FrameResult, Placed, RunAnalysis, RunOpened
 from ..schema import PARTICLE_DTYPES, data_keys, feature_columns
 
 __all__ = ["AnalysisRun", "to_event_model", "derived_run_metadata"]
@@ -72,13 +72,19 @@ class AnalysisRun:
     stream_names : dict, optional
         The name of each stream if not its own (the seed's callbacks put their features or
         tracks in ``primary``, where ``header.table()`` reads).
+    placement : dict, optional
+        How the raw run's readings are placed and linked (stored under ``placement`` in the
+        analysis start; its ``dimensions`` become columns of the ``frames`` and ``points`` streams).
     """
 
     def __init__(self, raw_start: Mapping, provenance: Mapping, *, stage: str = "peak_tracking",
-                 feature_columns=feature_columns(), stream_names: Mapping[str, str] | None = None) -> None:
+                 feature_columns=feature_columns(), stream_names: Mapping[str, str] | None = None,
+                 placement: Mapping | None = None) -> None:
         self.raw_uid = raw_start["uid"]
         self.feature_columns = tuple(feature_columns)
         self.stream_names = dict(stream_names or {})
+        self.dimensions = list((placement or {}).get("dimensions", ()))
+        self._where = ("frame", "reading", "point") if placement is not None else ("frame",)
         metadata = {
             "raw_uid": self.raw_uid,
             "analysis_stage": stage,
@@ -86,17 +92,26 @@ class AnalysisRun:
             "pipeline": dict(provenance),
             **derived_run_metadata(raw_start),
         }
+        if placement is not None:
+            metadata["placement"] = dict(placement)
         self._bundle = event_model.compose_run(metadata=metadata)
         self._composers: dict[str, event_model.ComposeDescriptorBundle] = {}
+        self._readings = 0
 
     @property
     def uid(self) -> str:
         return self._bundle.start_doc["uid"]
 
-    def _descriptor(self, stream: str, data_keys: dict) -> list:
-        bundle = self._bundle.compose_descriptor(name=self.stream_names.get(stream, stream), data_keys=data_keys)
+    def _descriptor(self, stream: str, keys: dict) -> list:
+        bundle = self._bundle.compose_descriptor(name=self.stream_names.get(stream, stream), data_keys=keys)
         self._composers[stream] = bundle
         return [("descriptor", bundle.descriptor_doc)]
+
+    def _keys(self, stream: str, **more) -> dict:
+        keys = data_keys(stream, feature_columns=self.feature_columns, dimensions=self.dimensions, **more)
+        if stream in ("features", "tracks"):  # where a feature was seen: the seed's callbacks know only the frame
+            keys = {key: spec for key, spec in keys.items() if key not in ("reading", "point") or key in self._where}
+        return keys
 
     def _event(self, stream: str, data: dict) -> tuple[str, dict]:
         now = ttime.time()
@@ -110,32 +125,56 @@ class AnalysisRun:
         """The start document and the descriptors of the per-frame ``streams``."""
         docs = [("start", self._bundle.start_doc)]
         for stream in streams:
-            docs += self._descriptor(stream, data_keys(stream, feature_columns=self.feature_columns))
+            docs += self._descriptor(stream, self._keys(stream))
         return docs
+
+    def _features(self, stream: str, features: pd.DataFrame, extra: Mapping) -> list[tuple[str, dict]]:
+        columns = list(self._keys(stream))
+        table = features.assign(**extra).reindex(columns=columns)
+        return [self._event(stream, dict(zip(columns, row))) for row in table.itertuples(index=False)]
+
+    def _frames_row(self, result: FrameResult, reading: int, point: int, position=(), superseded=False) -> dict:
+        row = {"frame": result.seq_num, "reading": reading, "point": point, "n_peaks": result.n_peaks,
+               "total_intensity": result.total_intensity, "masked_fraction": result.masked_fraction,
+               "superseded": superseded, "skipped": result.problem is not None, "skip_reason": result.problem or ""}
+        row.update({dim: position[k] if position else np.nan for k, dim in enumerate(self.dimensions)})
+        return row
 
     def frame(self, result: FrameResult) -> list[tuple[str, dict]]:
-        """One ``features`` event per peak of a frame, then its ``frames`` event."""
-        columns = [*self.feature_columns, "frame"]
-        docs = [self._event("features", dict(zip(columns, row))) for row in result.features[columns].itertuples(index=False)]
-        summary = {
-            "frame": result.seq_num,
-            "n_peaks": result.n_peaks,
-            "total_intensity": result.total_intensity,
-            "skipped": result.problem is not None,
-            "skip_reason": result.problem or "",
-        }
-        docs.append(self._event("frames", summary))
+        """One ``features`` event per peak of a frame, then its ``frames`` event (the seed's callbacks)."""
+        self._readings += 1
+        docs = self._features("features", result.features, {})
+        docs.append(self._event("frames", self._frames_row(result, self._readings, -1)))
         return docs
 
-    def close(self, analysis: RunAnalysis, streams=("tracks", "maps")) -> list[tuple[str, dict]]:
-        """The ``tracks`` and ``maps`` streams and the stop document."""
+    def placed(self, placed: Placed) -> list[tuple[str, dict]]:
+        """A reading placed and linked: its ``features``, its ``tracks`` (each feature with its
+        live particle), its ``frames`` event, the ``relabels`` it made, and a ``frames`` event
+        marking each earlier reading it supersedes."""
+        result = placed.result
+        where = {"reading": placed.reading, "point": placed.point}
+        docs = self._features("features", result.features, where)
+        if "tracks" in self._composers and result.n_peaks and placed.point >= 0:
+            docs += self._features("tracks", result.features, {**where, "particle": placed.particles})
+        docs.append(self._event("frames", self._frames_row(result, placed.reading, placed.point, placed.position)))
+        for old in placed.supersedes:
+            docs.append(self._event("frames", self._frames_row(old.result, old.reading, old.point, old.position,
+                                                               superseded=True)))
+        if "relabels" in self._composers:
+            for particle, into in placed.relabelled.items():
+                kind = "merge" if into < particle else "split"
+                docs.append(self._event("relabels", {"frame": result.seq_num, "reading": placed.reading,
+                                                     "particle": particle, "into": into, "kind": kind}))
+        return docs
+
+    def close(self, analysis: RunAnalysis, streams=("points", "maps")) -> list[tuple[str, dict]]:
+        """The run's final streams (``points`` and ``maps``; ``tracks`` for the seed's linker) and its stop."""
         docs = []
         if "tracks" in streams:
-            keys = data_keys("tracks", feature_columns=self.feature_columns)
-            docs += self._descriptor("tracks", keys)
-            columns = list(keys)
-            for row in analysis.tracks[columns].itertuples(index=False):
-                docs.append(self._event("tracks", dict(zip(columns, row))))
+            docs += self._descriptor("tracks", self._keys("tracks"))
+            docs += self._features("tracks", analysis.tracks, {})
+        if "points" in streams and analysis.points is not None:
+            docs += self._points(analysis.points)
         if "maps" in streams:
             docs += self._maps(analysis)
         docs.append(("stop", self._stop(analysis.stop, analysis.problems, analysis.failure)))
@@ -145,9 +184,17 @@ class AnalysisRun:
         """Only the stop document (for a run of per-frame streams only)."""
         return [("stop", self._stop(raw_stop, (), None))]
 
+    def _points(self, points: pd.DataFrame) -> list[tuple[str, dict]]:
+        keys = {key: spec for key, spec in self._keys("points").items() if key in points.columns}
+        docs = self._descriptor("points", keys)
+        columns = list(keys)
+        for row in points.reindex(columns=columns).itertuples(index=False):
+            docs.append(self._event("points", dict(zip(columns, row))))
+        return docs
+
     def _maps(self, analysis: RunAnalysis) -> list[tuple[str, dict]]:
         grid = analysis.grid
-        docs = self._descriptor("maps", data_keys("maps", grid_shape=grid["shape"], grid_dims=grid["dims"]))
+        docs = self._descriptor("maps", self._keys("maps", grid_shape=grid["shape"], grid_dims=grid["dims"]))
         particles = analysis.particles if analysis.particles is not None else pd.DataFrame()
         columns = list(PARTICLE_DTYPES)
         for row, particle_map in zip(particles.reindex(columns=columns).itertuples(index=False), analysis.maps):
@@ -169,19 +216,19 @@ def to_event_model(state: dict, item, *, provenance: Mapping, feature_columns=fe
                    ) -> tuple[dict, list[tuple[str, dict]]]:
     """Turn analysis records into documents (the ``to_event_model`` node, per-run state).
 
-    ``item`` is the raw start (opens an analysis run), a :class:`FrameResult` (features and
-    frames events) or a :class:`RunAnalysis` (tracks, maps, stop; closes the analysis run).
+    ``item`` is a :class:`RunOpened` (opens an analysis run), a :class:`Placed` (features,
+    tracks, frames and relabels events, as each reading comes) or a :class:`RunAnalysis`
+    (points, maps, stop; closes the analysis run).
     """
-    if isinstance(item, Routed):
-        run = AnalysisRun(item.doc, provenance, feature_columns=feature_columns)
+    if isinstance(item, RunOpened):
+        run = AnalysisRun(item.start, provenance, feature_columns=feature_columns, placement=item.placement)
         state[item.run_uid] = run
-        return state, run.open()
+        return state, run.open(streams=("features", "frames", "tracks", "relabels"))
     run = state.get(item.run_uid)
     if run is None:
         logger.warning("run %s: %s for a run whose start was not seen; dropped", item.run_uid, type(item).__name__)
         return state, []
-    if isinstance(item, FrameResult):
-        return state, run.frame(item)
+    if isinstance(item, Placed):
+        return state, run.placed(item)
     del state[item.run_uid]
     return state, run.close(item)
-

@@ -8,12 +8,14 @@ per-frame work.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Mapping
 
 import event_model
+import numpy as np
 
-from ..records import FrameTask, Routed, log_skipped
-from .hdf5 import frame_references, read_hdf5_blocks
+from ..records import FrameTask, Routed, log_skipped, replace
+from .hdf5 import frame_references
 
 __all__ = ["ExternalData", "default_handler_registry"]
 
@@ -30,9 +32,13 @@ def default_handler_registry() -> dict:
 class ExternalData:
     """Turn events (inline or Resource/Datum) and StreamDatum documents into frame tasks.
 
-    Resource/Datum are filled by :class:`event_model.Filler` with registered handlers;
-    StreamResource/StreamDatum pointing at HDF5 are read with h5py (event-model's Filler
-    does not read stream data).
+    Resource/Datum are filled by :class:`event_model.Filler` with registered handlers. For
+    StreamResource/StreamDatum (event-model's Filler does not read stream data) a task carries
+    a :class:`~streamcrystal.records.FrameReference` (file, dataset, index), read by the
+    ``process`` step where it runs (this process, or a Dask worker: no image crosses the
+    network). An event and the StreamDatum of its frames come as two documents, in either
+    order: they are joined by ``seq_num``, in arrival order (a re-taken point repeats its
+    ``seq_num``), so that every task has its event's readings and time.
 
     Parameters
     ----------
@@ -45,25 +51,23 @@ class ExternalData:
     frame_key : str, optional
         A data key holding the raw ``seq_num`` of derived events (the seed's callbacks chain
         runs: their events are numbered in output order, the raw frame travels as data).
-    read_stream_data : bool
-        If False, StreamDatum tasks carry a :class:`~streamcrystal.records.FrameReference`
-        (file, dataset, index) instead of the frames, for the process that does the
-        per-frame work to read (a Dask worker: no image crosses the network).
     """
 
     def __init__(self, data_key: str, *, handler_registry: dict | None = None, root_map: dict | None = None,
-                 frame_key: str | None = None, read_stream_data: bool = True) -> None:
+                 frame_key: str | None = None) -> None:
         self.data_key = data_key
         self.frame_key = frame_key
-        self.read_stream_data = read_stream_data
         self.root_map = dict(root_map or {})
         registry = default_handler_registry() if handler_registry is None else dict(handler_registry)
         self._filler = event_model.Filler(registry, root_map=self.root_map, inplace=False)
         self._stream_resources: dict[str, dict] = {}
         self._descriptors: dict[str, dict] = {}
+        # events and StreamDatum tasks waiting for each other, by (run, stream, seq_num)
+        self._events: dict[tuple, deque] = {}
+        self._frames: dict[tuple, deque] = {}
 
     def register(self, routed: Routed) -> None:
-        """Remember a descriptor, resource or datum document (the ``external`` sink node)."""
+        """Remember a descriptor, resource or datum document (the ``cache`` sink node)."""
         if routed.problem:
             return
         if routed.name == "descriptor":
@@ -73,33 +77,44 @@ class ExternalData:
         elif routed.name != "stream_datum":
             self._filler(routed.name, routed.doc)
 
-    def forget_run(self, run_uid: str) -> None:
-        """Drop what was cached for a stopped run."""
+    def stop_run(self, routed: Routed) -> list[FrameTask]:
+        """What a stopped run leaves: events whose StreamDatum never came (skipped frames),
+        StreamDatum tasks whose event never came (without readings). Its caches are dropped."""
+        run_uid = routed.run_uid
+        left = []
+        for waiting, unmatched in ((self._events, "no StreamDatum came for this event's {key!r}"), (self._frames, None)):
+            for key in [key for key in waiting if key[0] == run_uid]:
+                for task in waiting.pop(key):
+                    left.append(task if unmatched is None else _failed(task, unmatched.format(key=self.data_key)))
         self._stream_resources = {k: v for k, v in self._stream_resources.items() if v.get("run_start") != run_uid}
         self._descriptors = {k: v for k, v in self._descriptors.items() if v.get("run_start") != run_uid}
         if not self._descriptors:
             self._filler.clear_document_caches()
+        return sorted(left, key=lambda task: task.seq_num)
 
-    def event_task(self, routed: Routed) -> FrameTask | None:
-        """The frame task of one event of the processed (or dark) stream, data filled."""
+    def event_task(self, routed: Routed) -> list[FrameTask]:
+        """The frame task of one event of the processed (or dark) stream, data filled (or none yet)."""
         doc = routed.doc
-        seq_num = int(doc.get("data", {}).get(self.frame_key, doc.get("seq_num", -1)))
-        task = FrameTask(routed.run_uid, seq_num, routed.stream, time=doc.get("time", 0.0))
+        data = doc.get("data", {})
+        seq_num = int(data.get(self.frame_key, doc.get("seq_num", -1)))
+        task = FrameTask(routed.run_uid, seq_num, routed.stream, time=doc.get("time", 0.0), readings=_readings(data))
         descriptor = self._descriptors.get(doc["descriptor"], {})
         data_key_info = descriptor.get("data_keys", {}).get(self.data_key, {})
         if str(data_key_info.get("external", "")).startswith("STREAM:"):
-            return None  # the frames come with a StreamDatum document instead
-        if self.data_key not in doc.get("data", {}):
-            return _failed(task, f"event has no data key {self.data_key!r}")
+            return self._join(self._events, self._frames, task, lambda event, frames: replace(frames, time=event.time,
+                                                                                               readings=event.readings))
+        if self.data_key not in data:
+            return [_failed(task, f"event has no data key {self.data_key!r}")]
         if "external" in data_key_info and doc.get("filled", {}).get(self.data_key) is not True:
             try:
                 doc = self._filler.fill_event(doc, include=[self.data_key], inplace=False)
             except Exception as err:  # a missing file or datum must not stop the run
-                return _failed(task, f"cannot fill {self.data_key!r}: {type(err).__name__}: {err}")
-        return FrameTask(routed.run_uid, seq_num, routed.stream, frames=doc["data"][self.data_key], time=task.time)
+                return [_failed(task, f"cannot fill {self.data_key!r}: {type(err).__name__}: {err}")]
+        return [replace(task, frames=doc["data"][self.data_key])]
 
-    def stream_datum_tasks(self, routed: Routed) -> Iterable[FrameTask]:
-        """The frame tasks of a StreamDatum for ``data_key`` (one per ``seq_num``), read from HDF5."""
+    def stream_datum_tasks(self, routed: Routed) -> list[FrameTask]:
+        """The frame tasks of a StreamDatum for ``data_key`` (one per ``seq_num``), each with a
+        reference to its frames, given out once its event has come."""
         datum = routed.doc
         resource = self._stream_resources.get(datum.get("stream_resource"))
         if resource is None or resource.get("data_key") != self.data_key:
@@ -108,29 +123,50 @@ class ExternalData:
         indices = range(datum["indices"]["start"], datum["indices"]["stop"])
         tasks = [FrameTask(routed.run_uid, seq, routed.stream) for seq in seq_nums]
         if len(seq_nums) != len(indices):
-            return [_failed(t, f"stream datum {datum['uid']} has {len(seq_nums)} seq_nums for {len(indices)} indices") for t in tasks]
-        if not self.read_stream_data:
+            problem = f"stream datum {datum['uid']} has {len(seq_nums)} seq_nums for {len(indices)} indices"
+            tasks = [replace(task, problem=problem) for task in tasks]
+        else:
             try:
                 shape = self._descriptors[datum["descriptor"]]["data_keys"][self.data_key]["shape"]
                 references = frame_references(resource, indices, event_shape=shape, root_map=self.root_map)
+                tasks = [replace(task, frames=reference) for task, reference in zip(tasks, references)]
             except Exception as err:
-                return [_failed(t, f"cannot read {self.data_key!r} from {resource.get('uri')}: {type(err).__name__}: {err}") for t in tasks]
-            return [FrameTask(t.run_uid, t.seq_num, t.stream, frames=ref) for t, ref in zip(tasks, references)]
-        return self._read_one_by_one(tasks, resource, indices, datum["descriptor"])
+                problem = f"cannot read {self.data_key!r} from {resource.get('uri')}: {type(err).__name__}: {err}"
+                tasks = [replace(task, problem=problem) for task in tasks]
+        joined = []
+        for task in tasks:
+            joined += self._join(self._frames, self._events, task, lambda frames, event: replace(
+                frames, time=event.time, readings=event.readings))
+        for task in joined:
+            if task.problem is not None:
+                log_skipped(task.run_uid, task.seq_num, task.problem)
+        return joined
 
-    def _read_one_by_one(self, tasks, resource, indices, descriptor):
-        """Tasks with their frames, read from the file one event at a time as they are taken
-        (a stored run's StreamDatum may cover every event of the run: gigabytes at once)."""
-        for task, index in zip(tasks, indices):
-            try:
-                shape = self._descriptors[descriptor]["data_keys"][self.data_key]["shape"]
-                block, = read_hdf5_blocks(resource, range(index, index + 1), event_shape=shape, root_map=self.root_map)
-            except Exception as err:
-                yield _failed(task, f"cannot read {self.data_key!r} from {resource.get('uri')}: {type(err).__name__}: {err}")
-            else:
-                yield FrameTask(task.run_uid, task.seq_num, task.stream, frames=block)
+    @staticmethod
+    def _join(mine: dict, theirs: dict, task: FrameTask, combine) -> list[FrameTask]:
+        """``task`` joined with the oldest waiting one of the other kind, or left waiting."""
+        key = (task.run_uid, task.stream, task.seq_num)
+        if theirs.get(key):
+            other = theirs[key].popleft()
+            if not theirs[key]:
+                del theirs[key]
+            return [combine(task, other)]
+        mine.setdefault(key, deque()).append(task)
+        return []
+
+
+def _readings(data: Mapping) -> dict[str, float]:
+    """The scalar numbers of an event's data (the motors' positions among them).
+
+    Examples
+    --------
+    >>> _readings({"sample_x": 1.5, "det_image": [[1, 2]], "shutter": True, "n": 3})
+    {'sample_x': 1.5, 'n': 3.0}
+    """
+    return {key: float(value) for key, value in data.items()
+            if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))}
 
 
 def _failed(task: FrameTask, problem: str) -> FrameTask:
     log_skipped(task.run_uid, task.seq_num, problem)
-    return FrameTask(task.run_uid, task.seq_num, task.stream, problem=problem, time=task.time)
+    return replace(task, frames=None, problem=problem)

@@ -15,8 +15,7 @@ import numpy as np
 
 from ..records import FrameReference
 
-__all__ = ["HDF5Appender", "resource_path", "append_hdf5_block", "read_hdf5_blocks", "frame_references",
-           "read_reference"]
+__all__ = ["HDF5Appender", "resource_path", "append_hdf5_block", "frame_references", "read_reference"]
 
 
 def resource_path(uri: str, root_map: Mapping[str, str] | None = None) -> str:
@@ -146,17 +145,6 @@ def append_hdf5_block(path, dataset_name: str, start: int, block: np.ndarray) ->
         dataset = file[dataset_name]
         dataset.resize(max(dataset.shape[0], start + len(block)), axis=0)
         dataset[start:start + len(block)] = block
-
-
-def read_hdf5_blocks(resource: Mapping, indices: range, *, event_shape, root_map=None) -> list[np.ndarray]:
-    """Read the frames of ``indices`` from the HDF5 dataset of a StreamResource.
-
-    A dataset either has one leading axis more than an event (``(n, *event_shape)``), or
-    stores the frames of each event back to back along its first axis.
-    """
-    path = resource_path(resource["uri"], root_map)
-    dataset_name = resource.get("parameters", {}).get("dataset", _DEFAULT_DATASET)
-    return _read_hdf5(path, dataset_name, indices, tuple(event_shape))
 
 
 def _read_hdf5(path: str, dataset_name: str, indices: range, event_shape: tuple) -> list[np.ndarray]:

@@ -40,6 +40,7 @@ from ..records import FrameResult, FrameTask, Routed, RunAnalysis
 from ..schema import feature_columns
 from ..science.frames import average_frames
 from ..science.peaks import check_locate_arguments
+from ..science.tracks import concat_features, link_features
 from . import segments
 from .pipeline import LINK_KEYWORDS, LOCATE_KEYWORDS
 from .steps import debugging
@@ -206,15 +207,16 @@ class TrackLinker(_GraphCallback):
             source.event.filter(lambda routed: routed.stream == "primary", stream_name="peaks")
             .map(_feature_result, stream_name="peak rows")
         )
-        parameters = {"search_range": search_range, "link_kwargs": link_kwargs, "stream_name": "primary",
-                      "intensity": "mass", "min_frames": 1}
-        # the peaks' columns are those of the PeakTracker's events: known at the stop (see _compose)
-        work = segments.run_work(source.start, peaks.union(source.problems, source.stop, stream_name="channel"),
-                                 search_range=search_range, stream_name="primary", feature_columns=(),
-                                 link_kwargs=link_kwargs)
-        n = {**segments.named_nodes(source, work), "peaks": peaks}
+        parameters = {"search_range": search_range, "link_kwargs": link_kwargs}
+        linked = (
+            source.start.union(peaks, source.stop, stream_name="start+peaks+stop")
+            .accumulate(_link_at_stop, start={}, returns_state=True, search_range=search_range,
+                        link_kwargs=link_kwargs, stream_name="link")
+            .flatten(stream_name="runs linked")
+        )
+        n = {**segments.named_nodes(source), "peaks": peaks, "link": linked}
         super().__init__(n, parameters)
-        out = source.start.union(work.link, stream_name="start+tracks")
+        out = source.start.union(linked, stream_name="start+tracks")
         n["to_event_model"] = out.accumulate(self._compose, start={}, returns_state=True, stream_name="to_event_model")
         n["outputs"] = n["to_event_model"].flatten(stream_name="outputs")
 
@@ -229,3 +231,27 @@ class TrackLinker(_GraphCallback):
                           stream_names={"tracks": "primary"})
         state[item.run_uid] = run
         return state, run.open(streams=())
+
+
+def _link_at_stop(state: dict, item, *, search_range: float, link_kwargs) -> tuple[dict, list[RunAnalysis]]:
+    """The TrackLinker's ``link`` node: a run's peaks kept until its stop, then ``trackpy.link``."""
+    if isinstance(item, FrameResult):
+        if item.run_uid in state:
+            state[item.run_uid][1].append(item.features)
+        return state, []
+    if item.name == "start":
+        state[item.run_uid] = (item.doc, [])
+        return state, []
+    if item.run_uid not in state:
+        return state, []
+    start, tables = state.pop(item.run_uid)
+    features = concat_features(tables, ())
+    failure = None
+    try:
+        tracks = link_features(features, search_range, **link_kwargs)
+    except Exception as err:  # the peaks are kept; the run says why it has no tracks
+        failure = f"linking failed: {type(err).__name__}: {err}"
+        logger.error("run %s: %s", item.run_uid, failure)
+        tracks = features.iloc[:0].assign(particle=pd.Series(dtype=np.int64))
+    return state, [RunAnalysis(item.run_uid, start, item.doc, features, pd.DataFrame(), tracks, None, None, {},
+                               failure=failure)]

@@ -146,8 +146,8 @@ def _on_worker(step: Callable, item, background, kwargs) -> WorkerResult:
     return WorkerResult(result, log + tuple(records))
 
 
-def process_on_worker(item, *, process: Callable = process_step, background: np.ndarray | None = None
-                      ) -> WorkerResult:
+def process_on_worker(item, *, process: Callable = process_step, background: np.ndarray | None = None,
+                      mask=None) -> WorkerResult:
     """The ``process`` node's Dask task: :func:`~streamcrystal.graph.steps.process_step`, its log captured.
 
     A task whose background is :data:`SHARED` gets ``background``: the pipeline's
@@ -160,7 +160,7 @@ def process_on_worker(item, *, process: Callable = process_step, background: np.
     >>> out.result.problem, out.log[0][1]
     ('process_step failed: ValueError: image is all zero', 'run r1 seq_num 3: process_step failed: ValueError: image is all zero; skipped')
     """
-    return _on_worker(process, item, background, {})
+    return _on_worker(process, item, background, {} if mask is None else {"mask": mask})
 
 
 def locate_on_worker(item, *, locate: Callable = locate_step, **locate_options) -> WorkerResult:
@@ -414,7 +414,8 @@ class DaskFrames:
         """What a provenance records: the scheduler and the bound."""
         return {"scheduler": self.client.scheduler.address, "max_in_flight": self.max_in_flight}
 
-    def around(self, channel: Stream, locate_options: Mapping, subtrahend: np.ndarray | None) -> tuple[Stream, ...]:
+    def around(self, channel: Stream, locate_options: Mapping, subtrahend: np.ndarray | None, mask=None
+               ) -> tuple[Stream, ...]:
         """channel -> in_flight -> scatter -> process -> locate -> buffer -> gather; returns these six nodes.
 
         ``process`` and ``locate`` are the serial graph's nodes, run as a Dask task each;
@@ -425,7 +426,9 @@ class DaskFrames:
             raise ValueError("this DaskFrames is the Dask segment of another pipeline already; make one per pipeline")
         client = self.client
         self._locate_options = {"locate": self.locate, **locate_options}
-        process_options = {"process": self.process}
+        process_options = {"process": self.process, "mask": mask}
+        if isinstance(mask, np.ndarray):  # a detector's mask goes to every worker once, not with each frame
+            [process_options["mask"]] = client.scatter([mask], broadcast=True, hash=False)
         if subtrahend is not None:  # sent now, so the first frame does not wait for it
             [process_options["background"]] = client.scatter([subtrahend], broadcast=True, hash=False)
             self._background = subtrahend
@@ -463,7 +466,8 @@ class DaskFrames:
         """Send a lost item again, whole (its background too: the shared copy may be lost)."""
         self._background = None  # share the background anew with the next frame, in case it went too
         [data] = await self.client.scatter([item], asynchronous=True, hash=False)
-        processed = self.client.submit(process_on_worker, data, process=self.process, pure=False)
+        processed = self.client.submit(process_on_worker, data, process=self.process,
+                                       mask=self._process_node.kwargs.get("mask"), pure=False)
         return self.client.submit(locate_on_worker, processed, **self._locate_options, pure=False)
 
     @contextmanager

@@ -29,16 +29,18 @@ import numpy as np
 import pandas
 import streamz
 from streamz import Stream
+from trackpy.linking.linking import Linker
 from streamz.sinks import Sink
 
 from .. import __version__
 from ..documents.external import ExternalData
 from ..schema import feature_columns
-from ..science.frames import average_frames
+from ..science.frames import SATURATED, average_frames
 from ..science.peaks import check_locate_arguments
 from . import drawing, segments
 from .dask import DaskFrames
 from .results import ResultStore, RunResults
+from .runs import LINKINGS
 from .steps import debugging
 
 if TYPE_CHECKING:
@@ -230,6 +232,19 @@ def _feature_columns(p: Mapping) -> tuple[str, ...]:
     return feature_columns(p.get("diameter", 1), characterize=p.get("locate_kwargs", {}).get("characterize", True))
 
 
+def _check_mask(mask):
+    """A mask as the process step takes it: None, ``"saturated"`` or a 2-D boolean array."""
+    if mask is None or (isinstance(mask, str) and mask == SATURATED):
+        return mask
+    if isinstance(mask, str):
+        raise ValueError(f"mask {mask!r} is not a boolean image (True: masked) nor {SATURATED!r}")
+    array = np.asarray(mask)
+    if array.ndim != 2 or array.dtype != bool:
+        raise ValueError(f"mask must be a 2-D boolean image of the detector (True: masked) or {SATURATED!r}, "
+                         f"got an array of shape {array.shape} and dtype {array.dtype}")
+    return array
+
+
 def _split_keywords(more: Mapping[str, Any]) -> tuple[dict, dict]:
     locate, link = {}, {}
     for key, value in more.items():
@@ -265,13 +280,20 @@ def peak_tracking(
     keep_results: int = 8,
     client: Client | DaskFrames | None = None,
     max_in_flight: int | None = None,
+    linking: str = "sample",
+    mask=None,
+    steps=None,
+    neighbour_distance: float | None = None,
+    position_tolerance=None,
     **more: Any,
 ) -> Pipeline:
     """Build the streaming peak-tracking pipeline (the "old" crystal-mapping algorithm).
 
     Per raw event of ``stream_name``: average its frames, subtract the background, clip
-    negatives, ``trackpy.locate`` the Bragg peaks (emitted at once). At the run's stop:
-    ``trackpy.link`` the peaks into particles and make one crystal map per particle.
+    negatives, ``trackpy.locate`` the Bragg peaks (emitted at once), place the event where the
+    sample was (the motor positions it records) and link its peaks to the particles so far
+    (emitted at once). At the run's stop: one crystal map per particle, on the scan's grid
+    (or over its points, for a scan that is not a grid).
 
     Parameters
     ----------
@@ -326,6 +348,23 @@ def peak_tracking(
     max_in_flight : int, optional
         With ``client``: the most frames (and stops) on the cluster at once, >= 3; a faster
         producer waits in ``pipe(name, doc)``. Default: twice the cluster's threads + 1.
+    linking : {"sample", "trackpy"}
+        How peaks become particles. ``"sample"`` (default): peaks seen at neighbouring sample
+        points within ``search_range`` pixels are one particle, whatever the order the points
+        were visited in (:mod:`streamcrystal.science.linking`). ``"trackpy"``: the seed's
+        scan-order ``trackpy.link`` (with ``memory``; ``memory="grid"`` bridges the longest
+        scan-order gap between neighbours of the planned grid).
+    mask : numpy.ndarray of bool or "saturated", optional
+        The detector's masked pixels (True), or ``"saturated"``: pixels at the saturation value
+        of the frames' integer type, as Eiger/Pilatus-style detectors mark gaps and dead pixels.
+        Masked pixels, and NaN pixels of float frames, count as no signal (zero).
+    steps, neighbour_distance : optional
+        How far apart neighbouring sample points are (motor units): one step per scan
+        dimension, or one distance for all; default from the start document's plan, else
+        learned from the first readings (:mod:`streamcrystal.science.placement`).
+    position_tolerance : float, optional
+        Readings closer than this (motor units) are one position (default: a quarter of the
+        smallest step of the plan, or the motor's precision).
     **more
         Any keyword of ``trackpy.locate`` (``minmass=...``) or ``trackpy.link``
         (``memory=...``), sorted to the right one.
@@ -364,6 +403,17 @@ def peak_tracking(
         raise ValueError(f"memory must be a number of frames >= 0 or 'grid' (the gap of each run's grid), got {memory!r}")
     for key in set(locate_options) - LOCATE_KEYWORDS:
         raise TypeError(f"locate_kwargs: {key!r} is not a keyword of trackpy.locate; valid: {sorted(LOCATE_KEYWORDS)}")
+    if linking not in LINKINGS:
+        raise ValueError(f"linking {linking!r} is not one of {list(LINKINGS)}")
+    if linking == "sample" and link_options:
+        raise ValueError(f"{sorted(link_options)} are keywords of trackpy's scan-order linking; linking='sample' "
+                         "links neighbouring sample points and needs none: remove them, or pass linking='trackpy'")
+    if linking == "trackpy":  # what trackpy refuses is refused now, not at the first run
+        try:
+            Linker(search_range, **{k: v for k, v in link_options.items() if k != "memory"})
+        except Exception as err:
+            raise ValueError(f"trackpy.link refuses {link_options}: {type(err).__name__}: {err}") from err
+    mask = _check_mask(mask)
     for key in set(link_options) - LINK_KEYWORDS:
         raise TypeError(f"link_kwargs: {key!r} is not a keyword of trackpy.link; valid: {sorted(LINK_KEYWORDS)}")
     check_locate_arguments(diameter, **locate_options)  # refused now, not event by event
@@ -381,6 +431,12 @@ def peak_tracking(
         "dark_stream": dark_stream,
         "engine": engine,
         "subtrahend": _describe_background(background),
+        "linking": linking,
+        "mask": mask if mask is None or isinstance(mask, str) else {"shape": list(mask.shape),
+                                                                   "masked": int(mask.sum())},
+        "steps": steps,
+        "neighbour_distance": neighbour_distance,
+        "position_tolerance": position_tolerance,
     }
     dask = None
     if client is not None:
@@ -393,21 +449,21 @@ def peak_tracking(
         parameters["dask"] = dask.describe()
     elif max_in_flight is not None:
         raise ValueError("max_in_flight bounds the frames on a Dask cluster: pass client= too")
-    external = ExternalData(data_key, handler_registry=handler_registry, root_map=root_map,
-                            read_stream_data=dask is None)
+    external = ExternalData(data_key, handler_registry=handler_registry, root_map=root_map)
     store = ResultStore(keep_results)
     provenance: dict = {}  # filled below, once the graph it describes exists
     columns = _feature_columns(parameters)
     source = segments.inputs(external, streams={stream_name, dark_stream} - {None})
     per_frame = segments.frame_work(
-        source, stream_name=stream_name, dark_stream=dark_stream, subtrahend=background, dask=dask,
+        source, stream_name=stream_name, dark_stream=dark_stream, subtrahend=background, dask=dask, mask=mask,
         locate_options={"diameter": diameter, "engine": engine, **locate_options})
     per_run = segments.run_work(
-        source.start, per_frame.done, search_range=search_range, stream_name=stream_name, feature_columns=columns,
-        link_kwargs=link_options, intensity=intensity, min_frames=min_frames)
+        source, per_frame.done, search_range=search_range, stream_name=stream_name, feature_columns=columns,
+        link_kwargs=link_options, intensity=intensity, min_frames=min_frames, tolerance=position_tolerance,
+        plan_options={"linking": linking, "memory": link_options.get("memory", 0), "steps": steps,
+                      "neighbour_distance": neighbour_distance})
     results = per_run.map.sink(store.add, stream_name="results")
-    out = segments.outputs(source.start, per_frame.frame_results, per_run.map, provenance=provenance,
-                           feature_columns=columns)
+    out = segments.outputs(per_run.placed, per_run.map, provenance=provenance, feature_columns=columns)
     nodes = {**segments.named_nodes(source, per_frame, per_run), "results": results, **segments.named_nodes(out)}
     pipe = Pipeline(source.documents, out.outputs, nodes, parameters, store, dask)
     provenance.update(pipe.provenance)

@@ -9,8 +9,9 @@ object of the nodes it made, by name (``inputs(...).stop``, ``frame_work(...).lo
                                    └─ frames (inline, filled from Resource/Datum, or StreamDatum)
     frame_work   frames ─ background ─ channel (+ problems, stops) ─ process ─ locate ─ frame_results
                  with Dask: channel ─ in_flight ─ scatter ─ process ─ locate ─ buffer ─ gather
-    run_work     start + the channel's output ─ collect ─ link ─ map
-    outputs      start + frame_results + map ─ to_event_model ─ outputs
+    run_work     start + the channel's output ─ runs ─┬─ placed (each reading placed and linked, live)
+                                                      └─ link ─ map (at the stop)
+    outputs      placed + map ─ to_event_model ─ outputs
 
 Nothing runs at construction: the nodes only wire the functions of :mod:`.steps`.
 """
@@ -26,10 +27,11 @@ from streamz import Stream
 from ..documents.analysis_run import to_event_model
 from ..documents.external import ExternalData
 from ..documents.routing import EXTERNAL_DOCUMENTS, DocumentRouting
-from ..records import FrameResult, FrameTask
+from ..records import FrameResult, FrameTask, Placed, RunFeatures, RunOpened
 from ..science import frames as science_frames
 from ..science import fastlocate
-from .steps import apply_background, collect_run, link_step, locate_step, map_step, process_step
+from .runs import run_step
+from .steps import apply_background, link_step, locate_step, map_step, process_step
 
 if TYPE_CHECKING:
     from .dask import DaskFrames
@@ -88,11 +90,12 @@ def inputs(external: ExternalData, *, streams: set[str]) -> Inputs:
     stop = runs.filter(_named("stop"), stream_name="stop")
     problems = runs.filter(lambda routed: routed.problem is not None, stream_name="problems")
     descriptor.union(external_docs, stream_name="descriptors+resources").sink(external.register, stream_name="cache")
-    stop.sink(lambda routed: external.forget_run(routed.run_uid), stream_name="forget")
+    # a stopped run's leftovers (events whose StreamDatum never came, ...) come before its stop
+    left = stop.map(external.stop_run, stream_name="leftovers").flatten(stream_name="left")
     filled = (
         event.filter(lambda routed: routed.stream in streams, stream_name=f"select {sorted(streams)}")
         .map(external.event_task, stream_name="fill")
-        .filter(lambda task: task is not None, stream_name="inline or filled")
+        .flatten(stream_name="inline or filled")
     )
     read = (
         external_docs.filter(lambda routed: routed.name == "stream_datum" and routed.stream in streams,
@@ -100,7 +103,7 @@ def inputs(external: ExternalData, *, streams: set[str]) -> Inputs:
         .map(external.stream_datum_tasks, stream_name="read_stream")
         .flatten(stream_name="frames of datum")
     )
-    frames = filled.union(read, stream_name="frames")
+    frames = filled.union(read, left, stream_name="frames")
     return Inputs(documents, runs, start, descriptor, external_docs, event, stop, problems, frames)
 
 
@@ -129,7 +132,7 @@ class FrameWork(_Segment):
 
 
 def frame_work(source: Inputs, *, stream_name: str, dark_stream: str | None, subtrahend,
-               locate_options: Mapping | None, dask: DaskFrames | None = None) -> FrameWork:
+               locate_options: Mapping | None, dask: DaskFrames | None = None, mask=None) -> FrameWork:
     """frames -> background -> channel -> process -> locate, on this process or on a Dask cluster.
 
     The kernels are compiled (or loaded from numba's cache) here, so the first frame does
@@ -149,11 +152,11 @@ def frame_work(source: Inputs, *, stream_name: str, dark_stream: str | None, sub
     if locate_options is not None and locate_options.get("engine", "fast") == "fast":
         fastlocate.warmup()
     if dask is None:
-        process = channel.map(process_step, stream_name="process")
+        process = channel.map(process_step, mask=mask, stream_name="process")
         locate = None if locate_options is None else process.map(locate_step, **locate_options, stream_name="locate")
         in_flight = scatter = buffer = gather = None
     else:
-        in_flight, scatter, process, locate, buffer, gather = dask.around(channel, locate_options, subtrahend)
+        in_flight, scatter, process, locate, buffer, gather = dask.around(channel, locate_options, subtrahend, mask)
     done = _first(gather, locate, process)
     frame_results = done.filter(lambda item: isinstance(item, (FrameResult, FrameTask)), stream_name="frame_results")
     return FrameWork(background, channel, in_flight, scatter, process, locate, buffer, gather, frame_results)
@@ -161,25 +164,33 @@ def frame_work(source: Inputs, *, stream_name: str, dark_stream: str | None, sub
 
 @dataclass(frozen=True)
 class RunWork(_Segment):
-    """Per run: gather the frame results until the stop, then link and map."""
+    """Per run: each reading placed on the sample and linked as it comes (``runs``); at the
+    stop, the run's tables (``link``) and maps (``map``)."""
 
-    collect: Stream
+    runs: Stream
+    placed: Stream
     link: Stream
     map: Stream
 
 
-def run_work(start: Stream, done: Stream, *, search_range: float, stream_name: str, feature_columns,
-             link_kwargs: Mapping, intensity: str = "mass", min_frames: int = 1) -> RunWork:
-    """start + the channel's output (results, problems, stop) -> collect -> link -> map."""
-    collect = (
-        start.union(done, stream_name="start+channel")
-        .accumulate(collect_run, start={}, returns_state=True, stream_name="collect")
-        .flatten(stream_name="runs done")
+def run_work(source: Inputs, done: Stream, *, search_range: float, stream_name: str, feature_columns,
+             link_kwargs: Mapping, plan_options: Mapping, tolerance=None, intensity: str = "mass",
+             min_frames: int = 1) -> RunWork:
+    """start + descriptors + the channel's output (results, problems, stop) -> runs -> (placed
+    readings; link -> map)."""
+    runs = (
+        source.start.union(source.descriptor, done, stream_name="start+descriptors+channel")
+        .accumulate(run_step, start={}, returns_state=True, processed_stream=stream_name, plan_options=plan_options,
+                    search_range=search_range, link_kwargs=link_kwargs, tolerance=tolerance, stream_name="runs")
+        .flatten(stream_name="run records")
     )
-    link = collect.map(link_step, search_range=search_range, stream=stream_name, columns=feature_columns,
-                       **link_kwargs, stream_name="link")
+    placed = runs.filter(lambda item: isinstance(item, (RunOpened, Placed)), stream_name="placed")
+    link = (
+        runs.filter(lambda item: isinstance(item, RunFeatures), stream_name="runs done")
+        .map(link_step, stream=stream_name, columns=feature_columns, stream_name="link")
+    )
     mapped = link.map(map_step, intensity=intensity, min_frames=min_frames, stream_name="map")
-    return RunWork(collect, link, mapped)
+    return RunWork(runs, placed, link, mapped)
 
 
 @dataclass(frozen=True)
@@ -190,10 +201,10 @@ class Outputs(_Segment):
     outputs: Stream
 
 
-def outputs(start: Stream, frame_results: Stream, mapped: Stream, *, provenance: Mapping, feature_columns) -> Outputs:
-    """start + frame results + maps -> to_event_model -> outputs."""
+def outputs(placed: Stream, mapped: Stream, *, provenance: Mapping, feature_columns) -> Outputs:
+    """run openings + placed readings + maps -> to_event_model -> outputs."""
     composed = (
-        start.union(frame_results, mapped, stream_name="start+features+maps")
+        placed.union(mapped, stream_name="readings+maps")
         .accumulate(to_event_model, start={}, returns_state=True, provenance=provenance,
                     feature_columns=feature_columns, stream_name="to_event_model")
     )

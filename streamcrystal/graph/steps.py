@@ -27,9 +27,9 @@ from ..documents.hdf5 import read_reference
 from ..records import FrameReference, FrameResult, FrameTask, Routed, RunAnalysis, RunFeatures, log_skipped, replace
 from ..schema import FRAME_DTYPES, conform_features, empty_features, feature_columns
 from ..science.frames import average_frames, processed_image
-from ..science.maps import crystal_maps, grid_of, scan_memory
+from ..science.maps import crystal_maps
 from ..science.peaks import locate, realign_per_axis_errors
-from ..science.tracks import concat_features, link_features
+from ..science.tracks import concat_features
 
 __all__ = [
     "DEBUG_VARIABLE",
@@ -38,7 +38,6 @@ __all__ = [
     "locate_step",
     "skipped_result",
     "apply_background",
-    "collect_run",
     "link_step",
     "map_step",
     "frames_table",
@@ -94,11 +93,13 @@ def frame_step(step: Callable) -> Callable:
 
 
 @frame_step
-def process_step(task: FrameTask) -> FrameTask:
+def process_step(task: FrameTask, *, mask=None) -> FrameTask:
     """Read (if the task holds a reference), average, subtract the background and clip (``process`` node).
 
     Integer frames take one fused pass (:func:`streamcrystal.science.frames.processed_image`).
-    A frame with nothing usable (all zero, NaN) is refused with the reason.
+    Masked pixels (NaN, or ``mask``: a boolean image or ``"saturated"``) are set to zero and
+    counted; a frame with nothing usable (every pixel masked, or all zero) is refused with
+    the reason.
 
     Examples
     --------
@@ -116,15 +117,16 @@ def process_step(task: FrameTask) -> FrameTask:
             problem = f"cannot read {frames.data_key!r} from {frames.uri}: {type(err).__name__}: {err}"
             log_skipped(task.run_uid, task.seq_num, problem)
             return replace(task, frames=None, background=None, problem=problem)
-    image, problem = processed_image(frames, task.background)
+    image, problem, masked = processed_image(frames, task.background, mask=mask)
     if problem is not None:
         raise ValueError(problem)
-    return replace(task, frames=None, image=image, background=None)
+    return replace(task, frames=None, image=image, background=None, masked=masked)
 
 
 def skipped_result(task: FrameTask, problem: str, columns=feature_columns()) -> FrameResult:
     """The result of a frame that was skipped: no features, the problem."""
-    return FrameResult(task.run_uid, task.seq_num, empty_features(columns).assign(frame=np.int64(0))[:0], problem=problem)
+    return FrameResult(task.run_uid, task.seq_num, empty_features(columns).assign(frame=np.int64(0))[:0],
+                       problem=problem, time=task.time, readings=task.readings)
 
 
 def locate_step(task: FrameTask | Routed, *, diameter, engine: str = "fast", columns=None, **locate_kwargs
@@ -161,7 +163,8 @@ def locate_step(task: FrameTask | Routed, *, diameter, engine: str = "fast", col
         log_skipped(task.run_uid, task.seq_num, problem)
         return skipped_result(task, problem, columns)
     features["frame"] = np.int64(task.seq_num)
-    return FrameResult(task.run_uid, task.seq_num, features, total_intensity=float(image.sum()))
+    return FrameResult(task.run_uid, task.seq_num, features, total_intensity=float(image.sum()), time=task.time,
+                       readings=task.readings, masked=task.masked, masked_fraction=task.masked / image.size)
 
 
 def apply_background(
@@ -200,82 +203,78 @@ def apply_background(
     return state, [replace(item, background=background)]
 
 
-def collect_run(state: dict, item) -> tuple[dict, list[RunFeatures]]:
-    """Gather a run's frame results and problems; emit them all at its stop (``collect`` node)."""
-    if isinstance(item, FrameResult):
-        if item.run_uid in state:
-            state[item.run_uid]["results"].append(item)
-        return state, []
-    if item.name == "start":
-        state[item.run_uid] = {"start": item.doc, "results": [], "problems": []}
-        return state, []
-    if item.problem is not None:
-        if item.run_uid in state:
-            seq = f"seq_num {item.doc['seq_num']}: " if "seq_num" in item.doc else ""
-            state[item.run_uid]["problems"].append(f"{item.name} {seq}{item.problem}")
-        return state, []
-    run = state.pop(item.run_uid, None)  # the stop
-    if run is None:
-        return state, []
-    results = tuple(sorted(run["results"], key=lambda r: r.seq_num))
-    return state, [RunFeatures(item.run_uid, run["start"], item.doc, results, tuple(run["problems"]))]
-
-
-def frames_table(results) -> pd.DataFrame:
-    """The ``frames`` table of some frame results (:data:`~streamcrystal.schema.FRAME_DTYPES`)."""
+def frames_table(readings, dimensions=()) -> pd.DataFrame:
+    """The ``frames`` table of some placed readings (:data:`~streamcrystal.schema.FRAME_DTYPES`):
+    one row per reading, in reading order, with where the sample was (one column per dimension)."""
+    readings = sorted(readings, key=lambda placed: placed.reading)
+    superseded = {old.reading for placed in readings for old in placed.supersedes}
     columns = {
-        "frame": [r.seq_num for r in results],
-        "n_peaks": [r.n_peaks for r in results],
-        "total_intensity": [r.total_intensity for r in results],
-        "skipped": [r.problem is not None for r in results],
-        "skip_reason": [r.problem or "" for r in results],
+        "frame": [p.result.seq_num for p in readings],
+        "reading": [p.reading for p in readings],
+        "point": [p.point for p in readings],
+        "n_peaks": [p.result.n_peaks for p in readings],
+        "total_intensity": [p.result.total_intensity for p in readings],
+        "masked_fraction": [p.result.masked_fraction for p in readings],
+        "superseded": [p.reading in superseded for p in readings],
+        "skipped": [p.result.problem is not None for p in readings],
+        "skip_reason": [p.result.problem or "" for p in readings],
     }
-    return pd.DataFrame({name: pd.Series(values, dtype=FRAME_DTYPES[name]) for name, values in columns.items()})
+    table = pd.DataFrame({name: pd.Series(values, dtype=FRAME_DTYPES[name]) for name, values in columns.items()})
+    for k, dim in enumerate(dimensions):
+        table[dim] = pd.Series([p.position[k] if p.position else np.nan for p in readings], dtype=np.float64)
+    return table
 
 
-def link_step(run: RunFeatures, *, search_range: float, stream: str = "primary", columns=feature_columns(),
-              **link_kwargs) -> RunAnalysis:
-    """Link the run's features (the ``link`` node). A failure keeps the features and says why.
+def link_step(run: RunFeatures, *, stream: str = "primary", columns=feature_columns()) -> RunAnalysis:
+    """The run's analysis at its stop (the ``link`` node): its features, frames, points and tracks.
 
-    ``stream`` is the processed stream, whose event count sizes a run without a grid;
-    ``columns`` the feature columns (of a run without features).
-    ``memory="grid"`` is :func:`~streamcrystal.science.maps.scan_memory` of the run's own grid.
+    The features were linked as they came (``runs`` node); here the superseded readings are
+    left out, the merged particles given the id they were merged into, and the problems
+    gathered. A failure keeps the features and says why. ``stream`` is the processed stream
+    (a run without events is named), ``columns`` the feature columns (of a run without features).
     """
     problems = list(run.problems)
     problems += [f"event seq_num {r.seq_num}: {r.problem}" for r in run.results if r.problem]
-    features = concat_features((r.features for r in run.results), columns)
+    placed = sorted(run.readings, key=lambda p: p.reading)
+    features = concat_features((p.result.features.assign(point=np.int64(p.point), reading=np.int64(p.reading))
+                                for p in placed), columns)
     if not run.results:
         logger.warning("run %s: no events in stream %r", run.run_uid, stream)
         problems.append(f"no events in stream {stream!r}")
     if run.stop.get("exit_status", "success") != "success":
-        logger.warning("run %s stopped with exit_status %r: %s", run.run_uid, run.stop.get("exit_status"), run.stop.get("reason", ""))
+        logger.warning("run %s stopped with exit_status %r: %s", run.run_uid, run.stop.get("exit_status"),
+                       run.stop.get("reason", ""))
+    dimensions = run.placement_info.get("dimensions", ())
+    frames = frames_table((*run.readings, *run.superseded), dimensions)
+    points = run.placement.points() if run.placement is not None else None
+    grid = run.placement.grid() if run.placement is not None and run.placement.n_points else None
+    if grid is not None:
+        points = points.join(pd.DataFrame(grid.index, columns=[f"index_{d}" for d in dimensions]))
+        where = {"shape": [len(axis) for axis in grid.coords], "dims": list(dimensions),
+                 "coords": [axis for axis in grid.coords], "index": grid.index}
+    else:
+        n = 0 if points is None else len(points)
+        where = {"shape": [n], "dims": ["point"], "coords": [np.arange(n)], "index": np.arange(n)[:, None]}
     failure = None
-    num_events = max((r.seq_num for r in run.results), default=0)
-    num_events = run.stop.get("num_events", {}).get(stream, num_events)
-    shape, snaking, extents, dims = grid_of(run.start, num_events)
-    grid = {"shape": list(shape), "snaking": list(snaking), "extents": extents, "dims": list(dims)}
-    if link_kwargs.get("memory") == "grid":
-        link_kwargs = {**link_kwargs, "memory": scan_memory(shape, snaking)}
-    try:
-        tracks = link_features(features, search_range, **link_kwargs)
-    except Exception as err:
-        failure = f"linking failed: {type(err).__name__}: {err}"
-        logger.error("run %s: %s", run.run_uid, failure)
+    if run.tracks is None:
+        failure = run.failure or "linking failed: the features are kept, without tracks"
         tracks = features.iloc[:0].assign(particle=pd.Series(dtype=np.int64))
-    return RunAnalysis(
-        run.run_uid, run.start, run.stop, features, frames_table(run.results), tracks,
-        particles=None, maps=None, grid=grid, problems=tuple(problems), failure=failure,
-    )
+    else:
+        tracks = run.tracks.sort_values("reading", kind="stable").reset_index(drop=True)
+    return RunAnalysis(run.run_uid, run.start, run.stop, features, frames, tracks, particles=None, maps=None,
+                       grid=where, problems=tuple(problems), failure=failure, points=points,
+                       placement=run.placement_info)
 
 
 def map_step(analysis: RunAnalysis, *, intensity: str = "mass", min_frames: int = 1) -> RunAnalysis:
-    """Make one crystal map per particle seen on at least ``min_frames`` frames (``map`` node)."""
-    shape, snaking = tuple(analysis.grid["shape"]), tuple(analysis.grid["snaking"])
+    """Make one crystal map per particle seen on at least ``min_frames`` points (``map`` node)."""
+    grid = analysis.grid
     try:
-        particles, maps = crystal_maps(analysis.tracks, shape, snaking, intensity=intensity, min_frames=min_frames)
+        particles, maps = crystal_maps(analysis.tracks, grid["shape"], intensity=intensity, min_frames=min_frames,
+                                       index=grid["index"])
     except Exception as err:
         failure = f"crystal maps failed: {type(err).__name__}: {err}"
         logger.error("run %s: %s", analysis.run_uid, failure)
-        particles, maps = crystal_maps(analysis.tracks.iloc[:0], shape, snaking, intensity="mass")
+        particles, maps = crystal_maps(analysis.tracks.iloc[:0], grid["shape"], index=grid["index"])
         return replace(analysis, particles=particles, maps=maps, failure=analysis.failure or failure)
     return replace(analysis, particles=particles, maps=maps)

@@ -24,7 +24,7 @@ from numpy.typing import ArrayLike
 from ..errors import FrameError, ShapeMismatchError
 
 __all__ = ["average_frames", "subtract_background", "clip_negative", "process_frames", "processed_image",
-           "ProcessedImage", "image_problem", "supports_fused", "warmup"]
+           "ProcessedImage", "SATURATED", "image_problem", "supports_fused", "warmup"]
 
 
 def average_frames(frames: ArrayLike) -> np.ndarray:
@@ -82,14 +82,27 @@ def clip_negative(image: np.ndarray) -> np.ndarray:
 
 
 class ProcessedImage(NamedTuple):
-    """An event's processed image, and why it must not go to the peak finder (or ``None``)."""
+    """An event's processed image, why it must not go to the peak finder (or ``None``), and
+    how many of its pixels are masked (set to zero)."""
 
     image: np.ndarray
     problem: str | None
+    masked: int = 0
 
 
-def processed_image(frames: ArrayLike, background: np.ndarray | None = None) -> ProcessedImage:
-    """Average, subtract ``background``, clip; and the verdict of :func:`image_problem`.
+#: ``mask=`` value that masks the saturation value of the frames' integer type (the
+#: ``2**16 - 1`` of uint16), as Eiger- and Pilatus-style detectors mark gaps and dead pixels.
+SATURATED = "saturated"
+
+
+def processed_image(frames: ArrayLike, background: np.ndarray | None = None, *, mask=None) -> ProcessedImage:
+    """Average, subtract ``background``, clip, and set masked pixels to zero.
+
+    A pixel is masked (no signal, not a broken frame) when it is NaN in any frame or in the
+    background, when ``mask`` is a boolean image that is True there, or when ``mask`` is
+    :data:`SATURATED` and the pixel holds the saturation value of the integer type in any
+    frame. Masked pixels are zero in the image, so a peak finder sees a finite image; an event
+    is refused only when nothing of it is usable.
 
     Parameters
     ----------
@@ -97,38 +110,72 @@ def processed_image(frames: ArrayLike, background: np.ndarray | None = None) -> 
         The frames of one event (any integer or float dtype).
     background : numpy.ndarray, shape (rows, cols), optional
         Subtracted from the mean of the frames.
+    mask : numpy.ndarray of bool, shape (rows, cols), or "saturated", optional
+        The detector's masked pixels.
 
     Returns
     -------
     ProcessedImage
         ``image``: float64, shape (rows, cols); ``problem``: ``"image is all zero"`` when the
-        mean of the frames (before subtraction) is zero everywhere, NaN pixels, or None.
+        mean of the frames is zero at every pixel that is not masked, ``"nothing usable: ..."``
+        when every pixel is masked, else None; ``masked``: the number of masked pixels.
 
     Raises
     ------
     FrameError
-        Frames of fewer than 2 dimensions.
+        Frames of fewer than 2 dimensions, or a mask of another shape.
     ShapeMismatchError
         A background whose shape is not the frames'.
 
     Examples
     --------
     >>> processed_image(np.array([[[10, 2]], [[12, 2]]], dtype=np.uint16), np.array([[4.0, 3.0]]))
-    ProcessedImage(image=array([[7., 0.]]), problem=None)
+    ProcessedImage(image=array([[7., 0.]]), problem=None, masked=0)
     >>> processed_image(np.zeros((2, 1, 2), np.uint16)).problem
     'image is all zero'
+    >>> processed_image(np.array([[[5.0, np.nan]]])).image, processed_image(np.array([[[5.0, np.nan]]])).masked
+    (array([[5., 0.]]), 1)
+    >>> processed_image(np.array([[[65535, 7]]], np.uint16), mask="saturated")
+    ProcessedImage(image=array([[0., 7.]]), problem=None, masked=1)
     """
+    shape = np.shape(frames)[-2:]
+    mask_image = None if mask is None or isinstance(mask, str) else np.asarray(mask, dtype=bool)
+    if isinstance(mask, str) and mask != SATURATED:
+        raise ValueError(f"mask {mask!r} is not a boolean image nor {SATURATED!r}")
+    saturated = isinstance(mask, str)
+    if mask_image is not None and mask_image.shape != shape:
+        raise FrameError(f"mask of shape {mask_image.shape} does not match images of shape {shape}; give a boolean "
+                         "image of the detector's shape (True: masked)")
     if supports_fused(frames, background):
         stack = np.ascontiguousarray(frames).reshape(-1, *frames.shape[-2:])
         image = np.empty(frames.shape[-2:], dtype=np.float64)
-        total = np.empty(image.shape[1], dtype=np.int64)
-        subtrahend = image if background is None else np.ascontiguousarray(background)  # ``image``: unread
-        nonzero = _average_subtract_clip(stack, subtrahend, background is not None, total, image)
-        # integer frames have no NaN: all zero is image_problem's only possible verdict
-        return ProcessedImage(image, None if nonzero else "image is all zero")
-    mean = average_frames(frames)
-    problem = image_problem(mean)
-    return ProcessedImage(clip_negative(subtract_background(mean, background)), problem)
+        scratch = np.empty((2, image.shape[1]), dtype=np.int64)
+        sentinel = np.iinfo(stack.dtype).max if saturated else 0
+        nonzero, masked = _average_subtract_clip(
+            stack, image if background is None else np.ascontiguousarray(background), background is not None,
+            sentinel, saturated, image if mask_image is None else mask_image, mask_image is not None,
+            scratch, image)  # ``image`` stands in for the arrays that are not used
+    else:
+        mean = average_frames(frames)
+        image = clip_negative(subtract_background(mean, background))
+        masked_pixels = np.isnan(image)
+        if mask_image is not None:
+            masked_pixels |= mask_image
+        if saturated:
+            array = np.asarray(frames)
+            if array.dtype.kind not in "iu":
+                raise FrameError(f"mask='saturated' masks the saturation value of integer frames; these are "
+                                 f"{array.dtype}: mark their masked pixels NaN, or give a boolean mask")
+            masked_pixels |= (array == np.iinfo(array.dtype).max).reshape(-1, *shape).any(axis=0)
+        masked = int(np.count_nonzero(masked_pixels))
+        if masked:
+            image[masked_pixels] = 0.0
+            mean = np.where(masked_pixels, 0.0, mean)
+        nonzero = bool(np.any(mean))
+    if masked == image.size:
+        return ProcessedImage(image, f"nothing usable: all {masked} pixels are masked (NaN pixels, or the mask)",
+                              masked)
+    return ProcessedImage(image, None if nonzero else "image is all zero", masked)
 
 
 def process_frames(frames: ArrayLike, background: np.ndarray | None = None) -> np.ndarray:
@@ -169,28 +216,40 @@ def supports_fused(frames, background) -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
-def _average_subtract_clip(frames, background, subtract, total, out):
-    """One pass over integer frames; returns whether any pixel of their mean is nonzero.
+def _average_subtract_clip(frames, background, subtract, sentinel, check_sentinel, mask, use_mask, scratch, out):
+    """One pass over integer frames; returns (whether the mean is nonzero at an unmasked pixel,
+    the number of masked pixels).
 
-    ``total`` is a scratch row of int64 (it holds the frames' sum exactly).
+    ``scratch`` is two int64 rows: the frames' sum (exact) and the sentinel hits. A pixel is
+    masked if the mask says so, if a frame holds ``sentinel`` there (``check_sentinel``), or if
+    the difference is NaN (a NaN background pixel).
     """
     n_frames, height, width = frames.shape
-    nonzero = np.zeros(width, dtype=total.dtype)
+    total, hits = scratch[0], scratch[1]
+    nonzero = False
+    n_masked = 0
     divisor = np.float64(n_frames)
     for y in range(height):
         total[:] = 0
+        hits[:] = 0
         for f in range(n_frames):
             source = frames[f, y]
             for x in range(width):
                 total[x] += source[x]
+                if check_sentinel:
+                    hits[x] |= source[x] == sentinel
         target = out[y]
         for x in range(width):
-            nonzero[x] |= total[x]
             value = np.float64(total[x]) / divisor
             if subtract:
                 value = value - background[y, x]
+            if (use_mask and mask[y, x]) or hits[x] or value != value:
+                target[x] = 0.0
+                n_masked += 1
+                continue
+            nonzero |= total[x] != 0
             target[x] = 0.0 if value < 0.0 else value
-    return nonzero.any()
+    return nonzero, n_masked
 
 
 def warmup(dtypes=("uint16",)) -> None:
@@ -203,7 +262,8 @@ def warmup(dtypes=("uint16",)) -> None:
     for name in dtypes:
         frames = np.arange(8, dtype=name).reshape(2, 2, 2)
         processed_image(frames)
-        processed_image(frames, np.zeros((2, 2)))
+        processed_image(frames, np.zeros((2, 2)), mask=SATURATED)
+        processed_image(frames, mask=np.zeros((2, 2), dtype=bool))
 
 
 def image_problem(image: np.ndarray) -> str | None:

@@ -184,22 +184,28 @@ def _empty_particles() -> pd.DataFrame:
 
 def crystal_maps(
     tracks: pd.DataFrame, shape: Sequence[int], snaking: Sequence[bool] | None = None, *,
-    intensity: str = "mass", min_frames: int = 1,
+    intensity: str = "mass", min_frames: int = 1, index: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """One crystal map per particle: its ``intensity`` filled into a zero background.
 
     Parameters
     ----------
     tracks : pandas.DataFrame
-        Linked features: ``frame`` (the event's 1-based ``seq_num``), ``particle``, ``y``,
-        ``x`` and the ``intensity`` column. Frames beyond the grid are dropped with a warning.
-        A table with no rows gives no maps, whatever its columns.
-    shape, snaking
-        The scan grid (see :func:`grid_of`).
+        Linked features: ``particle``, ``y``, ``x``, the ``intensity`` column, and where each
+        was seen: ``point`` (a sample point, with ``index``) or else ``frame`` (the event's
+        1-based ``seq_num``, placed with ``grid_scan``'s conventions). Features beyond the
+        grid are dropped with a warning. A table with no rows gives no maps.
+    shape : sequence of int
+        The maps' grid: the scan grid, or ``(n_points,)`` for points that are not a grid.
+    snaking : sequence of bool, optional
+        The start document's ``snaking`` (placement by ``frame`` only).
     intensity : str
         The column mapped, e.g. ``"mass"`` or ``"signal"``.
     min_frames : int
-        Keep particles seen on at least this many distinct frames.
+        Keep particles seen on at least this many distinct points (or frames).
+    index : numpy.ndarray, shape (n_points, len(shape)), optional
+        The grid index of each sample point (row ``k``: point ``k``): place features by their
+        ``point``. Two features of one particle at one point add up.
 
     Returns
     -------
@@ -216,47 +222,62 @@ def crystal_maps(
     >>> particles, maps = crystal_maps(tracks, (1, 2), min_frames=2)
     >>> particles[["particle", "y", "n_frames"]].values.tolist(), maps.tolist()
     ([[0.0, 2.0, 2.0]], [[[10.0, 20.0]]])
+    >>> by_point = tracks.assign(point=[1, 0, 0])     # points 0 and 1 at grid (0, 1) and (0, 0)
+    >>> crystal_maps(by_point, (1, 2), index=np.array([[0, 1], [0, 0]]), min_frames=2)[1].tolist()
+    [[[10.0, 20.0]]]
     """
     shape = _as_shape(shape)
-    snaking = _as_snaking(snaking, shape)
+    where = "point" if index is not None else "frame"
     if len(tracks) == 0:
         return _empty_particles(), np.zeros((0, *shape), dtype=np.float64)
     if intensity not in tracks.columns:
         raise ColumnError(f"intensity column {intensity!r} is not in the tracks; valid choices: "
-                           f"{[str(c) for c in tracks.columns if c not in ('frame', 'particle')]}")
-    missing = [c for c in ("frame", "particle", "y", "x") if c not in tracks.columns]
+                          f"{[str(c) for c in tracks.columns if c not in ('frame', 'particle', 'point')]}")
+    missing = [c for c in (where, "particle", "y", "x") if c not in tracks.columns]
     if missing:
         raise ColumnError(f"tracks lack the column(s) {missing} (have {list(tracks.columns)}); crystal maps "
-                           "need linked features: 'frame' (seq_num), 'particle', 'y', 'x'")
-    size = int(np.prod(shape))
-    outside = (tracks["frame"] > size).to_numpy()
+                          f"need linked features: {where!r}, 'particle', 'y', 'x'")
+    size = len(index) if index is not None else int(np.prod(shape))
+    limit = size - 1 if index is not None else size
+    outside = ((tracks[where] > limit) | (tracks[where] < 0)).to_numpy()
     if outside.any():
-        logger.warning("frames %s are beyond the scan grid of shape %s (%d points); their %d features are not "
-                       "mapped", sorted(int(f) for f in set(tracks.loc[outside, "frame"])), shape, size,
+        logger.warning("%ss %s are beyond the scan grid of shape %s (%d points); their %d features are not "
+                       "mapped", where, sorted(int(f) for f in set(tracks.loc[outside, where])), shape, size,
                        int(outside.sum()))
         tracks = tracks[~outside]
     grouped = tracks.groupby("particle", sort=True)
-    summary = grouped.agg(y=("y", "mean"), x=("x", "mean"), n_frames=("frame", "nunique"),
+    summary = grouped.agg(y=("y", "mean"), x=("x", "mean"), n_frames=(where, "nunique"),
                           total_intensity=(intensity, "sum"))
     summary = summary[summary["n_frames"] >= min_frames].reset_index()
     maps = np.zeros((len(summary), *shape), dtype=np.float64)
-    for i, particle in enumerate(summary["particle"]):
-        rows = grouped.get_group(particle)
-        try:
-            maps[i] = place_on_grid(rows["frame"].to_numpy(), rows[intensity].to_numpy(), shape, snaking)
-        except ValueError as err:
-            raise ValueError(f"particle {particle}: {err}") from err
+    if index is not None:
+        kept = tracks[tracks["particle"].isin(summary["particle"])]
+        rows = np.searchsorted(summary["particle"].to_numpy(), kept["particle"].to_numpy())
+        cells = np.asarray(index, dtype=np.int64)[kept["point"].to_numpy()]
+        np.add.at(maps, (rows, *cells.T), kept[intensity].to_numpy(dtype=np.float64))
+    else:
+        snaking = _as_snaking(snaking, shape)
+        for i, particle in enumerate(summary["particle"]):
+            rows = grouped.get_group(particle)
+            try:
+                maps[i] = place_on_grid(rows["frame"].to_numpy(), rows[intensity].to_numpy(), shape, snaking)
+            except ValueError as err:
+                raise ValueError(f"particle {particle}: {err}") from err
     if not len(summary):
         return _empty_particles(), maps
     return summary.loc[:, list(PARTICLE_DTYPES)].astype(PARTICLE_DTYPES), maps
 
 
-def maps_to_xarray(particles: pd.DataFrame, maps: np.ndarray, *, extents=None, dims=None) -> xr.DataArray:
+def maps_to_xarray(particles: pd.DataFrame, maps: np.ndarray, *, extents=None, dims=None,
+                   coords: Mapping[str, np.ndarray] | None = None) -> xr.DataArray:
     """The maps as a ``DataArray`` named ``crystal_map``, dims ``("particle", *dims)``.
 
-    Grid coordinates are motor positions from ``extents`` when given, else the integer
-    index (1-based for a ``seq_num`` dim, like the events). The particle dim carries ``y``,
-    ``x`` and ``n_frames`` (named ``peak_y`` etc. if a grid dim has that name).
+    Grid coordinates are ``coords[dim]`` when given (the motor positions of each grid axis,
+    possibly non-uniform); else motor positions from ``extents`` (``linspace``); else the
+    integer index (1-based for a ``seq_num`` dim, like the events). Maps over the points of a
+    scan that is not a grid have the one dim ``point``, and ``coords`` gives each motor's
+    position along it. The particle dim carries ``y``, ``x`` and ``n_frames`` (named
+    ``peak_y`` etc. if a grid dim has that name).
 
     Examples
     --------
@@ -274,13 +295,17 @@ def maps_to_xarray(particles: pd.DataFrame, maps: np.ndarray, *, extents=None, d
     if len(dims) != len(grid_shape):
         raise ValueError(f"dims {dims} name {len(dims)} grid axes but the maps have {len(grid_shape)} "
                          f"(grid shape {grid_shape})")
-    coords: dict = {"particle": particles["particle"].to_numpy()}
-    for column in ("y", "x", "n_frames"):
-        if column in particles:
-            coords[f"peak_{column}" if column in dims else column] = ("particle", particles[column].to_numpy())
+    given = dict(coords or {})
     if extents is not None:
         axes = grid_coords(grid_shape, extents)
     else:
         axes = [np.arange(n) + (1 if dim == "seq_num" else 0) for dim, n in zip(dims, grid_shape)]
-    coords.update(zip(dims, axes))
-    return xr.DataArray(maps, dims=("particle", *dims), coords=coords, name="crystal_map")
+    axes = [np.asarray(given.pop(dim, axis)) for dim, axis in zip(dims, axes)]
+    coords_out = {**{"particle": particles["particle"].to_numpy()}, **dict(zip(dims, axes))}
+    for column in ("y", "x", "n_frames"):
+        if column in particles:
+            coords_out[f"peak_{column}" if column in dims or column in given else column] = (
+                "particle", particles[column].to_numpy())
+    for name, values in given.items():  # positions along the one dim of maps over points
+        coords_out[name] = (dims[0], np.asarray(values))
+    return xr.DataArray(maps, dims=("particle", *dims), coords=coords_out, name="crystal_map")

@@ -96,7 +96,7 @@ def test_run_with_zero_events_gives_a_complete_empty_analysis_run(background, ca
     raw = compose_raw_run([], grid=(1, 3))
     out = feed(make_pipe(background), raw)
     assert [n for n, _ in out][0] == "start" and out[-1][0] == "stop"
-    assert out[-1][1]["num_events"] == {"features": 0, "frames": 0, "tracks": 0, "maps": 0}
+    assert out[-1][1]["num_events"] == {"features": 0, "frames": 0, "tracks": 0, "relabels": 0, "points": 0, "maps": 0}
     assert "no events in stream 'primary'" in out[-1][1]["reason"]
     assert any(raw[0][1]["uid"] in r.getMessage() and "no events" in r.getMessage() for r in caplog_streamcrystal.records)
 
@@ -125,7 +125,10 @@ def test_garbage_documents_do_not_raise(background, caplog_streamcrystal):
 
 
 def test_a_failing_link_keeps_the_features_and_fails_the_run(frames, background, caplog_streamcrystal):
-    pipe = make_pipe(background, link_kwargs={"link_strategy": "no-such-strategy"})
+    def failing_predictor(t, particles):  # a user's predictor that fails while the run is linked
+        raise RuntimeError("no prediction")
+
+    pipe = make_pipe(background, linking="trackpy", link_kwargs={"predictor": failing_predictor})
     out = feed(pipe, compose_raw_run(frames, grid=(1, 4)))
     stop = out[-1][1]
     assert stop["exit_status"] == "fail" and "linking failed" in stop["reason"]

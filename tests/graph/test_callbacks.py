@@ -104,7 +104,8 @@ def test_either_subscription_order_gives_the_pipelines_features_and_links(raw, l
     ip = seed_snippet(image, log, linker_first=linker_first)
     for name, doc in docs:
         ip(name, doc)
-    pipe = streamcrystal.peak_tracking(DATA_KEY, diameter=9, search_range=5, subtrahend=image, memory=2, **LOCATE)
+    pipe = streamcrystal.peak_tracking(DATA_KEY, diameter=9, search_range=5, subtrahend=image, memory=2,
+                                       linking="trackpy", **LOCATE)
     out = []
     pipe.subscribe(lambda name, doc: out.append((name, doc)))
     for name, doc in docs:
@@ -184,7 +185,8 @@ def test_no_trackpy_info_flood_and_the_users_logging_is_left_as_it_was(raw, capl
         ip = seed_snippet(image, DocumentLog())
         for name, doc in docs:
             ip(name, doc)
-        pipe = streamcrystal.peak_tracking(DATA_KEY, diameter=9, search_range=5, subtrahend=image, memory=2, **LOCATE)
+        pipe = streamcrystal.peak_tracking(DATA_KEY, diameter=9, search_range=5, subtrahend=image, memory=2,
+                                       linking="trackpy", **LOCATE)
         for name, doc in docs:
             pipe(name, doc)
         assert [r.getMessage() for r in caplog.records if r.name.startswith("trackpy") and r.levelno == logging.INFO] == []

@@ -49,7 +49,7 @@ def scan():
 
 
 def make_pipe(client=None, *, data_key=DATA_KEY, **options):
-    params = {**LOCATE, "search_range": 5, "memory": 2, **options}
+    params = {**LOCATE, "search_range": 5, "memory": 2, "linking": "trackpy", **options}
     pipe = streamcrystal.peak_tracking(data_key, client=client, **params)
     out = []
     pipe.subscribe(lambda name, doc: out.append((name, doc)))
