@@ -133,6 +133,9 @@ class Placed:
     relabelled : dict
         Particle ids that this reading joined to others, ``{old: new}`` (a bridging point
         merges two particles) or split (a superseded reading was the only link).
+    latency : float
+        Seconds from the raw event's time to its features placed and linked (NaN if the
+        event had no time).
     """
 
     result: FrameResult
@@ -142,6 +145,7 @@ class Placed:
     supersedes: tuple = ()
     particles: np.ndarray | None = None
     relabelled: Mapping[int, int] = field(default_factory=dict)
+    latency: float = float("nan")
 
     @property
     def run_uid(self) -> str:

@@ -10,9 +10,11 @@ here and nowhere else:
               (one column per scan dimension);
 ``tracks``    the features with their ``particle``, linked as they come;
 ``relabels``  particle ids a reading joined (``merge``: a bridging point) or parted (``split``);
-``points``    at the stop, one row per sample point: its coordinates, its current ``seq_num``
-              and, on a grid, its grid index;
-``maps``      one row per mapped particle (:data:`PARTICLE_DTYPES`) and its ``map`` over the scan.
+``points``    at the stop, one row per sample point: its coordinates, ``frame`` (the ``seq_num``
+              of its current reading) and, on a grid, its grid index (``index_<dimension>``);
+``maps``      one row per mapped particle (:data:`PARTICLE_DTYPES`) and its ``map`` over the scan;
+``grains``    at the stop, one row per grain (:data:`GRAIN_DTYPES`) and its ``map``: the sum of its
+              Bragg peaks' maps, each normalised to its maximum.
 
 The feature columns are trackpy's, and depend on how ``trackpy.locate`` is called: with one
 diameter ``y, x, mass, size, ecc, signal, raw_mass, ep``; with one diameter per axis
@@ -26,27 +28,34 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-__all__ = ["STREAMS", "FRAME_DTYPES", "RELABEL_DTYPES", "PARTICLE_DTYPES", "feature_columns", "empty_features", "conform_features",
+__all__ = ["STREAMS", "FRAME_DTYPES", "RELABEL_DTYPES", "PARTICLE_DTYPES", "GRAIN_DTYPES", "feature_columns", "empty_features", "conform_features",
            "typed", "data_keys"]
 
 #: The streams of an analysis run, in the order their descriptors come.
-STREAMS = ("features", "frames", "tracks", "relabels", "points", "maps")
+STREAMS = ("features", "frames", "tracks", "relabels", "points", "maps", "grains")
 
 #: The ``frames`` table: one row per processed raw event (``superseded``: a later reading of the
-#: same point replaces it; ``masked_fraction``: the share of masked pixels).
+#: same point replaces it; ``masked_fraction``: the share of masked pixels; ``latency``: seconds
+#: from the raw event's time to its features placed and linked).
 FRAME_DTYPES = {"frame": np.int64, "reading": np.int64, "point": np.int64, "n_peaks": np.int64,
                 "total_intensity": np.float64, "masked_fraction": np.float64, "superseded": np.bool_,
-                "skipped": np.bool_, "skip_reason": object}
+                "skipped": np.bool_, "skip_reason": object, "latency": np.float64}
 
 #: The ``relabels`` table: ``particle`` became ``into`` at ``reading`` (``kind``: merge or split).
 RELABEL_DTYPES = {"frame": np.int64, "reading": np.int64, "particle": np.int64, "into": np.int64, "kind": object}
 
 #: The ``particles`` table (the ``maps`` stream without its maps): one row per mapped particle,
-#: ``y, x`` its mean detector position (pixels), ``n_frames`` the scan points it was seen on.
+#: ``y, x`` its mean detector position (pixels), ``n_frames`` the scan points it was seen on,
+#: ``grain`` the grain it belongs to (0: none).
 PARTICLE_DTYPES = {"particle": np.int64, "y": np.float64, "x": np.float64, "n_frames": np.int64,
-                   "total_intensity": np.float64}
+                   "total_intensity": np.float64, "grain": np.int64}
 
-_INTEGERS = {"frame", "reading", "point", "particle", "into", "n_peaks", "n_frames", "seq_num"}
+#: The ``grains`` table (the ``grains`` stream without its maps): one row per grain, its Bragg
+#: peaks (``n_reflections``), their particles, and its ``footprint`` (points it covers).
+GRAIN_DTYPES = {"grain": np.int64, "n_reflections": np.int64, "n_particles": np.int64, "footprint": np.int64}
+
+_INTEGERS = {"frame", "reading", "point", "particle", "into", "n_peaks", "n_frames", "seq_num", "grain",
+             "n_reflections", "n_particles", "footprint"}
 _WHERE = ("frame", "reading", "point")  # where a feature was seen
 _SOURCE = "streamcrystal"
 
@@ -137,7 +146,7 @@ def data_keys(stream: str, *, feature_columns: Iterable[str] = feature_columns()
 
     ``feature_columns`` are those of the ``features`` and ``tracks`` streams; ``dimensions``
     the scan's position fields (columns of ``frames`` and ``points``); ``grid_shape`` and
-    ``grid_dims`` the shape and dimension names of a ``maps`` stream's ``map``.
+    ``grid_dims`` the shape and dimension names of a ``maps`` or ``grains`` stream's ``map``.
 
     Examples
     --------
@@ -156,9 +165,9 @@ def data_keys(stream: str, *, feature_columns: Iterable[str] = feature_columns()
     elif stream == "relabels":
         columns = list(RELABEL_DTYPES)
     elif stream == "points":
-        columns = ["point", "seq_num", *dimensions, *(f"index_{d}" for d in dimensions)]
-    elif stream == "maps":
-        keys = {column: _key(column) for column in PARTICLE_DTYPES}
+        columns = ["point", "frame", *dimensions, *(f"index_{d}" for d in dimensions)]
+    elif stream in ("maps", "grains"):
+        keys = {column: _key(column) for column in (PARTICLE_DTYPES if stream == "maps" else GRAIN_DTYPES)}
         keys["map"] = {"dtype": "array", "shape": list(grid_shape), "dtype_numpy": "<f8", "dims": list(grid_dims),
                        "source": _SOURCE}
         return keys

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import FrameResult, Placed, RunAnalysis, RunOpened
-from ..schema import PARTICLE_DTYPES, data_keys, feature_columns
+from ..schema import GRAIN_DTYPES, PARTICLE_DTYPES, data_keys, feature_columns
 
 __all__ = ["AnalysisRun", "to_event_model", "derived_run_metadata"]
 
@@ -97,6 +97,7 @@ class AnalysisRun:
         self._bundle = event_model.compose_run(metadata=metadata)
         self._composers: dict[str, event_model.ComposeDescriptorBundle] = {}
         self._readings = 0
+        self._latencies: list[float] = []
 
     @property
     def uid(self) -> str:
@@ -133,10 +134,12 @@ class AnalysisRun:
         table = features.assign(**extra).reindex(columns=columns)
         return [self._event(stream, dict(zip(columns, row))) for row in table.itertuples(index=False)]
 
-    def _frames_row(self, result: FrameResult, reading: int, point: int, position=(), superseded=False) -> dict:
+    def _frames_row(self, result: FrameResult, reading: int, point: int, position=(), superseded=False,
+                    latency: float = float("nan")) -> dict:
         row = {"frame": result.seq_num, "reading": reading, "point": point, "n_peaks": result.n_peaks,
                "total_intensity": result.total_intensity, "masked_fraction": result.masked_fraction,
-               "superseded": superseded, "skipped": result.problem is not None, "skip_reason": result.problem or ""}
+               "superseded": superseded, "skipped": result.problem is not None, "skip_reason": result.problem or "",
+               "latency": latency}
         row.update({dim: position[k] if position else np.nan for k, dim in enumerate(self.dimensions)})
         return row
 
@@ -156,10 +159,13 @@ class AnalysisRun:
         docs = self._features("features", result.features, where)
         if "tracks" in self._composers and result.n_peaks and placed.point >= 0:
             docs += self._features("tracks", result.features, {**where, "particle": placed.particles})
-        docs.append(self._event("frames", self._frames_row(result, placed.reading, placed.point, placed.position)))
+        docs.append(self._event("frames", self._frames_row(result, placed.reading, placed.point, placed.position,
+                                                           latency=placed.latency)))
+        if placed.latency == placed.latency:  # not NaN
+            self._latencies.append(placed.latency)
         for old in placed.supersedes:
             docs.append(self._event("frames", self._frames_row(old.result, old.reading, old.point, old.position,
-                                                               superseded=True)))
+                                                               superseded=True, latency=old.latency)))
         if "relabels" in self._composers:
             for particle, into in placed.relabelled.items():
                 kind = "merge" if into < particle else "split"
@@ -167,8 +173,9 @@ class AnalysisRun:
                                                      "particle": particle, "into": into, "kind": kind}))
         return docs
 
-    def close(self, analysis: RunAnalysis, streams=("points", "maps")) -> list[tuple[str, dict]]:
-        """The run's final streams (``points`` and ``maps``; ``tracks`` for the seed's linker) and its stop."""
+    def close(self, analysis: RunAnalysis, streams=("points", "maps", "grains")) -> list[tuple[str, dict]]:
+        """The run's final streams (``points``, ``maps`` and ``grains``; ``tracks`` for the seed's
+        linker) and its stop."""
         docs = []
         if "tracks" in streams:
             docs += self._descriptor("tracks", self._keys("tracks"))
@@ -177,6 +184,8 @@ class AnalysisRun:
             docs += self._points(analysis.points)
         if "maps" in streams:
             docs += self._maps(analysis)
+        if "grains" in streams and analysis.grains is not None:
+            docs += self._grains(analysis)
         docs.append(("stop", self._stop(analysis.stop, analysis.problems, analysis.failure)))
         return docs
 
@@ -201,6 +210,15 @@ class AnalysisRun:
             docs.append(self._event("maps", {**dict(zip(columns, row)), "map": particle_map}))
         return docs
 
+    def _grains(self, analysis: RunAnalysis) -> list[tuple[str, dict]]:
+        grid, grains = analysis.grid, analysis.grains
+        docs = self._descriptor("grains", self._keys("grains", grid_shape=grid["shape"], grid_dims=grid["dims"]))
+        table = grains.table.reset_index()
+        columns = list(GRAIN_DTYPES)
+        for row, grain_map in zip(table.reindex(columns=columns).itertuples(index=False), grains.maps):
+            docs.append(self._event("grains", {**dict(zip(columns, row)), "map": grain_map.reshape(grid["shape"])}))
+        return docs
+
     def _stop(self, raw_stop: Mapping, problems, failure: str | None) -> dict:
         exit_status = raw_stop.get("exit_status", "success")
         reasons = [raw_stop["reason"]] if raw_stop.get("reason") else []
@@ -209,7 +227,10 @@ class AnalysisRun:
             reasons.append(failure)
         if problems:
             reasons.append(f"skipped {len(problems)}: " + "; ".join(problems))
-        return self._bundle.compose_stop(exit_status=exit_status, reason=" | ".join(reasons))
+        stop = self._bundle.compose_stop(exit_status=exit_status, reason=" | ".join(reasons))
+        if self._latencies:  # seconds from a raw event to its features, over the run
+            stop["latency"] = {"median": float(np.median(self._latencies)), "worst": float(max(self._latencies))}
+        return stop
 
 
 def to_event_model(state: dict, item, *, provenance: Mapping, feature_columns=feature_columns()

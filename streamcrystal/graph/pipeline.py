@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +35,10 @@ from streamz.sinks import Sink
 
 from .. import __version__
 from ..documents.external import ExternalData
+from ..documents.threads import DocumentThread
 from ..schema import feature_columns
 from ..science.frames import SATURATED, average_frames
+from ..science.grains import DEFAULTS as GRAIN_DEFAULTS
 from ..science.peaks import check_locate_arguments
 from . import drawing, segments
 from .dask import DaskFrames
@@ -73,6 +76,12 @@ class Pipeline:
     flight), and a stop returns once its run is linked and mapped; the graph, and the
     callbacks subscribed to it, run on the client's event-loop thread.
 
+    With ``thread=True`` the call only queues the document (a few microseconds) and the
+    graph runs on a thread of its own, in order; a full queue (``max_queued`` documents)
+    makes the caller wait, logged once per run with the lag. :attr:`lag` tells how many raw
+    events wait, :meth:`flush` waits for them. The numba kernels release the GIL, so the
+    caller's thread (a RunEngine's) keeps running while a frame is processed.
+
     Attributes
     ----------
     nodes : dict of str -> streamz.Stream
@@ -84,7 +93,8 @@ class Pipeline:
     """
 
     def __init__(self, source: Stream, outputs: Stream, nodes: Mapping[str, Stream], parameters: Mapping,
-                 result_store: ResultStore, dask: DaskFrames | None = None) -> None:
+                 result_store: ResultStore, dask: DaskFrames | None = None, *, thread: bool = False,
+                 max_queued: int = 1000) -> None:
         self.source = source
         self.outputs = outputs
         self.nodes = dict(nodes)
@@ -93,28 +103,62 @@ class Pipeline:
         self._closed = False
         self._results = result_store
         self._subscriptions: dict[int, Stream] = {}
+        self._waiting = 0  # raw events queued and not processed yet (thread=True)
+        self._count = threading.Lock()
+        self._lag_logged: set = set()
+        self._thread = DocumentThread(self._process, max_queued=max_queued, name="streamcrystal-pipeline",
+                                      on_full=self._full) if thread else None
 
     def __call__(self, name: str, doc: Mapping) -> None:
-        """Process one document (bluesky callback signature). Never raises."""
+        """Process one document (bluesky callback signature). Never raises.
+
+        With ``thread=True`` the document is queued for the pipeline's thread.
+        """
         if self._closed:
             logger.error("this pipeline was closed; the %s document is ignored", name)
             return
+        if self._thread is None:
+            self._process(name, doc)
+            return
+        with self._count:
+            self._waiting += _events_in(name, doc)
+        self._thread(name, doc)
+
+    @property
+    def lag(self) -> int:
+        """How many raw events wait to be processed (0 without ``thread=True``)."""
+        return self._waiting
+
+    def _full(self, name: str, doc: Mapping, queued: int) -> None:
+        run = doc.get("run_start") or doc.get("uid") or doc.get("descriptor") if isinstance(doc, Mapping) else None
+        if run not in self._lag_logged:
+            self._lag_logged.add(run)
+            logger.warning("run %s: the pipeline is %d raw events (%d documents) behind the RunEngine; the RunEngine "
+                           "waits until there is room (nothing is dropped)", run, self._waiting, queued)
+
+    def _process(self, name: str, doc: Mapping) -> None:
         try:
             with self.dask.entering() if self.dask else contextlib.nullcontext():
                 self.source.emit((name, doc))
-            if name == "stop":
-                self.flush()
+            if name == "stop" and self.dask is not None:  # a stop returns once its run is linked and mapped
+                self.dask.flush()
         except Exception:  # analysis must never kill acquisition
             if debugging():
                 raise
             run = doc.get("run_start") or doc.get("uid") if isinstance(doc, Mapping) else None
             logger.exception("run %s: the pipeline failed on a %s document", run, name)
+        finally:
+            if self._thread is not None:
+                with self._count:
+                    self._waiting -= _events_in(name, doc)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every document given so far is processed; False if ``timeout`` (s) ran out.
 
-        A serial pipeline processes each document within its call: always True.
+        A serial pipeline without a thread processes each document within its call: always True.
         """
+        if self._thread is not None and not self._thread.flush(timeout):
+            return False
         return self.dask.flush(timeout) if self.dask else True
 
     def close(self) -> None:
@@ -129,6 +173,8 @@ class Pipeline:
         if self._closed:
             return
         self._closed = True
+        if self._thread is not None:
+            self._thread.close()  # what was queued is processed first
         if self.dask is not None:
             self.dask.close()
         for node in _connected(self.source):
@@ -149,7 +195,11 @@ class Pipeline:
         sink.destroy()
 
     def results(self, raw_uid: str | None = None) -> RunResults:
-        """Features, frames, tracks and maps (pandas/xarray) of a completed run (default the last)."""
+        """Features, frames, tracks, maps and grains (pandas/xarray) of a run (default the newest).
+
+        A run going on gives its results so far (``complete`` is False): the maps and grains
+        of the tracks so far.
+        """
         return self._results.get(raw_uid)
 
     def edges(self) -> list[tuple[str, str]]:
@@ -180,6 +230,15 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.parameters.get('data_key')!r}: {len(self.nodes)} nodes>"
+
+
+def _events_in(name: str, doc) -> int:
+    """How many raw events a document holds (an event page holds several)."""
+    if name == "event":
+        return 1
+    if name == "event_page" and isinstance(doc, Mapping):
+        return len(doc.get("seq_num", ()))
+    return 0
 
 
 def _connected(source: Stream) -> list[Stream]:
@@ -285,6 +344,9 @@ def peak_tracking(
     steps=None,
     neighbour_distance: float | None = None,
     position_tolerance=None,
+    grain_options: Mapping[str, float] | None = None,
+    thread: bool = False,
+    max_queued: int = 1000,
     **more: Any,
 ) -> Pipeline:
     """Build the streaming peak-tracking pipeline (the "old" crystal-mapping algorithm).
@@ -365,6 +427,15 @@ def peak_tracking(
     position_tolerance : float, optional
         Readings closer than this (motor units) are one position (default: a quarter of the
         smallest step of the plan, or the motor's precision).
+    grain_options : dict, optional
+        Thresholds of the grain grouping (:func:`streamcrystal.science.grains.group_grains`:
+        ``min_overlap``, ``min_correlation``, ``min_points``, ``search_range``, ``max_gap``);
+        recorded in the provenance.
+    thread : bool
+        Process on a thread of the pipeline's own: ``pipe(name, doc)`` only queues the
+        document, so a RunEngine subscribed to it is never held up (see :class:`Pipeline`).
+    max_queued : int
+        With ``thread``: the most documents waiting; beyond, the caller waits.
     **more
         Any keyword of ``trackpy.locate`` (``minmass=...``) or ``trackpy.link``
         (``memory=...``), sorted to the right one.
@@ -437,6 +508,7 @@ def peak_tracking(
         "steps": steps,
         "neighbour_distance": neighbour_distance,
         "position_tolerance": position_tolerance,
+        "grain_options": {**GRAIN_DEFAULTS, **dict(grain_options or {})},
     }
     dask = None
     if client is not None:
@@ -460,11 +532,12 @@ def peak_tracking(
     per_run = segments.run_work(
         source, per_frame.done, search_range=search_range, stream_name=stream_name, feature_columns=columns,
         link_kwargs=link_options, intensity=intensity, min_frames=min_frames, tolerance=position_tolerance,
+        grain_options=parameters["grain_options"], store=store,
         plan_options={"linking": linking, "memory": link_options.get("memory", 0), "steps": steps,
                       "neighbour_distance": neighbour_distance})
     results = per_run.map.sink(store.add, stream_name="results")
     out = segments.outputs(per_run.placed, per_run.map, provenance=provenance, feature_columns=columns)
     nodes = {**segments.named_nodes(source, per_frame, per_run), "results": results, **segments.named_nodes(out)}
-    pipe = Pipeline(source.documents, out.outputs, nodes, parameters, store, dask)
+    pipe = Pipeline(source.documents, out.outputs, nodes, parameters, store, dask, thread=thread, max_queued=max_queued)
     provenance.update(pipe.provenance)
     return pipe

@@ -21,6 +21,8 @@ Particle ids given live never change; the results report the id a particle was m
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -28,9 +30,12 @@ import pandas as pd
 from trackpy.linking.linking import Linker
 
 from ..records import FrameResult, Placed, RunFeatures, RunOpened
+from ..schema import feature_columns
 from ..science.linking import SampleLinker
 from ..science.maps import grid_coords, grid_index, grid_of, scan_memory
 from ..science.placement import Placement, plan_steps, scan_dimensions
+from .results import ResultStore, RunResults
+from .steps import link_step, map_step
 
 __all__ = ["LINKINGS", "RunState", "TrackpyLinker", "placement_plan", "planned_memory"]
 
@@ -179,8 +184,10 @@ class RunState:
     """
 
     def __init__(self, start: Mapping, plan: Mapping, *, search_range: float, link_kwargs: Mapping | None = None,
-                 tolerance=None) -> None:
+                 tolerance=None, map_options: Mapping | None = None) -> None:
         self.start = dict(start)
+        self.map_options = dict(map_options or {})
+        self._lock = threading.Lock()  # results() may look while the graph's thread adds
         self.plan = dict(plan)
         self.run_uid = start["uid"]
         self.placement = Placement(plan["dimensions"], steps=self._steps(), tolerance=tolerance)
@@ -234,6 +241,10 @@ class RunState:
 
     def add(self, result: FrameResult) -> Placed:
         """Place and link one frame result; returns what the ``runs`` node emits for it."""
+        with self._lock:
+            return self._add(result)
+
+    def _add(self, result: FrameResult) -> Placed:
         if result.masked and not self._masked_logged:
             logger.info("run %s seq_num %s: %d masked pixels (%.2f %%) count as no signal", self.run_uid,
                         result.seq_num, result.masked, 100 * result.masked_fraction)
@@ -263,7 +274,8 @@ class RunState:
             logger.error("run %s seq_num %s: %s", self.run_uid, result.seq_num, self.failure)
             particles = np.full(len(yx), -1, np.int64)
         coords = tuple(float(c) for c in self.placement.coordinates()[point])
-        placed = Placed(result, reading, point, coords, old, particles, merged)
+        latency = time.time() - result.time if result.time else float("nan")
+        placed = Placed(result, reading, point, coords, old, particles, merged, latency)
         self.readings.append(placed)
         self.current[point] = placed
         if old:
@@ -301,8 +313,21 @@ class RunState:
 
     def finish(self, stop: Mapping, problems=()) -> RunFeatures:
         """The run at its stop: its current readings, the superseded ones, its tracks."""
+        with self._lock:
+            return self._features(stop, problems, log=True)
+
+    def snapshot(self) -> RunResults:
+        """The run's results so far (``complete`` False): what :meth:`finish` and the ``link``
+        and ``map`` steps would give if it stopped now."""
+        with self._lock:
+            features = self._features({}, (), log=False)
+        analysis = link_step(features, live=True, columns=self.map_options.get("columns", feature_columns()))
+        options = {k: v for k, v in self.map_options.items() if k != "columns"}
+        return RunResults.from_analysis(map_step(analysis, **options), complete=False)
+
+    def _features(self, stop: Mapping, problems, *, log: bool) -> RunFeatures:
         superseded = tuple(sorted(self.superseded, key=lambda p: p.reading))
-        if superseded:
+        if superseded and log:
             logger.warning("run %s: %d reading(s) superseded by a later reading of the same point (a pause, a "
                            "suspender, another pass): %s", self.run_uid, len(superseded),
                            [(p.result.seq_num, p.reading) for p in superseded])
@@ -314,19 +339,23 @@ class RunState:
 
 
 def run_step(state: dict, item, *, processed_stream: str, plan_options: Mapping, search_range: float,
-             link_kwargs: Mapping, tolerance=None) -> tuple[dict, list]:
+             link_kwargs: Mapping, tolerance=None, map_options: Mapping | None = None,
+             store: ResultStore | None = None) -> tuple[dict, list]:
     """The ``runs`` node: per raw run, placed and linked readings as they come.
 
     A start is kept until the descriptor of ``processed_stream`` tells which fields its events
-    record; then the run opens (a :class:`RunState`; emits :class:`RunOpened`). A frame result
-    is placed and linked (emits :class:`Placed`), a problem is noted, the stop closes the run
-    (emits :class:`RunFeatures`).
+    record; then the run opens (a :class:`RunState`, given to ``store`` so that its results
+    can be looked at while it goes on; emits :class:`RunOpened`). A frame result is placed and
+    linked (emits :class:`Placed`), a problem is noted, the stop closes the run (emits
+    :class:`RunFeatures`).
     """
+    opening = {"plan_options": plan_options, "search_range": search_range, "link_kwargs": link_kwargs,
+               "tolerance": tolerance, "map_options": map_options, "store": store}
     if isinstance(item, FrameResult):
         run = state.get(item.run_uid)
         if run is None:
             return state, []
-        opened = _open(run, None, plan_options, search_range, link_kwargs, tolerance)
+        opened = _open(run, None, **opening)
         return state, [*opened, run["state"].add(item)]
     if item.name == "start":
         state[item.run_uid] = {"start": item.doc, "state": None, "problems": []}
@@ -336,21 +365,25 @@ def run_step(state: dict, item, *, processed_stream: str, plan_options: Mapping,
         return state, []
     if item.name == "descriptor":
         recorded = item.doc.get("data_keys", {}) if item.stream == processed_stream else None
-        return state, _open(run, recorded, plan_options, search_range, link_kwargs, tolerance) if recorded else []
+        return state, _open(run, recorded, **opening) if recorded else []
     if item.problem is not None:
         seq = f"seq_num {item.doc['seq_num']}: " if "seq_num" in item.doc else ""
         run["problems"].append(f"{item.name} {seq}{item.problem}")
         return state, []
     del state[item.run_uid]  # the stop
-    opened = _open(run, None, plan_options, search_range, link_kwargs, tolerance)
+    opened = _open(run, None, **opening)
     return state, [*opened, run["state"].finish(item.doc, run["problems"])]
 
 
-def _open(run: dict, recorded, plan_options, search_range, link_kwargs, tolerance) -> list[RunOpened]:
+def _open(run: dict, recorded, *, plan_options, search_range, link_kwargs, tolerance, map_options,
+          store) -> list[RunOpened]:
     """Open a run's state once: [RunOpened] the first time, [] after."""
     if run["state"] is not None:
         return []
     start = run["start"]
     plan = placement_plan(start, recorded=recorded, **plan_options)
-    run["state"] = RunState(start, plan, search_range=search_range, link_kwargs=link_kwargs, tolerance=tolerance)
+    run["state"] = RunState(start, plan, search_range=search_range, link_kwargs=link_kwargs, tolerance=tolerance,
+                            map_options=map_options)
+    if store is not None:
+        store.open(run["state"])
     return [RunOpened(start["uid"], start, plan)]

@@ -30,6 +30,7 @@ from ..documents.routing import EXTERNAL_DOCUMENTS, DocumentRouting
 from ..records import FrameResult, FrameTask, Placed, RunFeatures, RunOpened
 from ..science import frames as science_frames
 from ..science import fastlocate
+from .results import ResultStore
 from .runs import run_step
 from .steps import apply_background, link_step, locate_step, map_step, process_step
 
@@ -175,13 +176,15 @@ class RunWork(_Segment):
 
 def run_work(source: Inputs, done: Stream, *, search_range: float, stream_name: str, feature_columns,
              link_kwargs: Mapping, plan_options: Mapping, tolerance=None, intensity: str = "mass",
-             min_frames: int = 1) -> RunWork:
+             min_frames: int = 1, grain_options: Mapping | None = None, store: ResultStore | None = None) -> RunWork:
     """start + descriptors + the channel's output (results, problems, stop) -> runs -> (placed
     readings; link -> map)."""
     runs = (
         source.start.union(source.descriptor, done, stream_name="start+descriptors+channel")
         .accumulate(run_step, start={}, returns_state=True, processed_stream=stream_name, plan_options=plan_options,
-                    search_range=search_range, link_kwargs=link_kwargs, tolerance=tolerance, stream_name="runs")
+                    search_range=search_range, link_kwargs=link_kwargs, tolerance=tolerance, store=store,
+                    map_options={"intensity": intensity, "min_frames": min_frames, "grain_options": grain_options,
+                                 "columns": feature_columns}, stream_name="runs")
         .flatten(stream_name="run records")
     )
     placed = runs.filter(lambda item: isinstance(item, (RunOpened, Placed)), stream_name="placed")
@@ -189,7 +192,8 @@ def run_work(source: Inputs, done: Stream, *, search_range: float, stream_name: 
         runs.filter(lambda item: isinstance(item, RunFeatures), stream_name="runs done")
         .map(link_step, stream=stream_name, columns=feature_columns, stream_name="link")
     )
-    mapped = link.map(map_step, intensity=intensity, min_frames=min_frames, stream_name="map")
+    mapped = link.map(map_step, intensity=intensity, min_frames=min_frames, grain_options=grain_options,
+                      stream_name="map")
     return RunWork(runs, placed, link, mapped)
 
 

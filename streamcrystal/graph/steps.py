@@ -18,7 +18,7 @@ import functools
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from ..documents.hdf5 import read_reference
 from ..records import FrameReference, FrameResult, FrameTask, Routed, RunAnalysis, RunFeatures, log_skipped, replace
 from ..schema import FRAME_DTYPES, conform_features, empty_features, feature_columns
 from ..science.frames import average_frames, processed_image
+from ..science.grains import Grains, group_grains
 from ..science.maps import crystal_maps
 from ..science.peaks import locate, realign_per_axis_errors
 from ..science.tracks import concat_features
@@ -218,6 +219,7 @@ def frames_table(readings, dimensions=()) -> pd.DataFrame:
         "superseded": [p.reading in superseded for p in readings],
         "skipped": [p.result.problem is not None for p in readings],
         "skip_reason": [p.result.problem or "" for p in readings],
+        "latency": [p.latency for p in readings],
     }
     table = pd.DataFrame({name: pd.Series(values, dtype=FRAME_DTYPES[name]) for name, values in columns.items()})
     for k, dim in enumerate(dimensions):
@@ -225,20 +227,22 @@ def frames_table(readings, dimensions=()) -> pd.DataFrame:
     return table
 
 
-def link_step(run: RunFeatures, *, stream: str = "primary", columns=feature_columns()) -> RunAnalysis:
+def link_step(run: RunFeatures, *, stream: str = "primary", columns=feature_columns(), live: bool = False
+              ) -> RunAnalysis:
     """The run's analysis at its stop (the ``link`` node): its features, frames, points and tracks.
 
     The features were linked as they came (``runs`` node); here the superseded readings are
     left out, the merged particles given the id they were merged into, and the problems
     gathered. A failure keeps the features and says why. ``stream`` is the processed stream
     (a run without events is named), ``columns`` the feature columns (of a run without features).
+    ``live``: a run still going on (nothing logged).
     """
     problems = list(run.problems)
     problems += [f"event seq_num {r.seq_num}: {r.problem}" for r in run.results if r.problem]
     placed = sorted(run.readings, key=lambda p: p.reading)
     features = concat_features((p.result.features.assign(point=np.int64(p.point), reading=np.int64(p.reading))
                                 for p in placed), columns)
-    if not run.results:
+    if not run.results and not live:
         logger.warning("run %s: no events in stream %r", run.run_uid, stream)
         problems.append(f"no events in stream {stream!r}")
     if run.stop.get("exit_status", "success") != "success":
@@ -246,7 +250,7 @@ def link_step(run: RunFeatures, *, stream: str = "primary", columns=feature_colu
                        run.stop.get("reason", ""))
     dimensions = run.placement_info.get("dimensions", ())
     frames = frames_table((*run.readings, *run.superseded), dimensions)
-    points = run.placement.points() if run.placement is not None else None
+    points = run.placement.points().rename(columns={"seq_num": "frame"}) if run.placement is not None else None
     grid = run.placement.grid() if run.placement is not None and run.placement.n_points else None
     if grid is not None:
         points = points.join(pd.DataFrame(grid.index, columns=[f"index_{d}" for d in dimensions]))
@@ -266,8 +270,10 @@ def link_step(run: RunFeatures, *, stream: str = "primary", columns=feature_colu
                        placement=run.placement_info)
 
 
-def map_step(analysis: RunAnalysis, *, intensity: str = "mass", min_frames: int = 1) -> RunAnalysis:
-    """Make one crystal map per particle seen on at least ``min_frames`` points (``map`` node)."""
+def map_step(analysis: RunAnalysis, *, intensity: str = "mass", min_frames: int = 1,
+             grain_options: Mapping | None = None) -> RunAnalysis:
+    """One crystal map per particle seen on at least ``min_frames`` points, and the grains that
+    group them (``map`` node; :func:`streamcrystal.science.grains.group_grains`)."""
     grid = analysis.grid
     try:
         particles, maps = crystal_maps(analysis.tracks, grid["shape"], intensity=intensity, min_frames=min_frames,
@@ -276,5 +282,29 @@ def map_step(analysis: RunAnalysis, *, intensity: str = "mass", min_frames: int 
         failure = f"crystal maps failed: {type(err).__name__}: {err}"
         logger.error("run %s: %s", analysis.run_uid, failure)
         particles, maps = crystal_maps(analysis.tracks.iloc[:0], grid["shape"], index=grid["index"])
-        return replace(analysis, particles=particles, maps=maps, failure=analysis.failure or failure)
-    return replace(analysis, particles=particles, maps=maps)
+        grains = grains_of(particles, maps, grid, analysis.points, grain_options)
+        return replace(analysis, particles=particles.assign(grain=np.int64(0)), maps=maps, grains=grains,
+                       failure=analysis.failure or failure)
+    try:
+        grains = grains_of(particles, maps, grid, analysis.points, grain_options)
+        particles = particles.assign(grain=grains.labels)
+    except Exception as err:  # the maps are kept; the run says why it has no grains
+        failure = f"grain grouping failed: {type(err).__name__}: {err}"
+        logger.error("run %s: %s", analysis.run_uid, failure)
+        grains = grains_of(particles.iloc[:0], maps[:0], grid, analysis.points, grain_options)
+        particles = particles.assign(grain=np.int64(0))
+        return replace(analysis, particles=particles, maps=maps, grains=grains, failure=analysis.failure or failure)
+    return replace(analysis, particles=particles, maps=maps, grains=grains)
+
+
+def grains_of(particles: pd.DataFrame, maps: np.ndarray, grid: Mapping, points: pd.DataFrame | None,
+              options: Mapping | None = None) -> Grains:
+    """The grains of a run's mapped particles: on a grid, its grid; else the points' positions."""
+    options = dict(options or {})
+    positions = particles[["y", "x"]].to_numpy()
+    if list(grid["dims"]) == ["point"]:
+        coords = points[[c for c in points.columns if c not in ("point", "frame")]].to_numpy() if points is not None \
+            and len(points) else None
+        return group_grains(maps.reshape(len(maps), -1), positions, ids=particles["particle"].to_numpy(),
+                            coords=coords, **options)
+    return group_grains(maps, positions, ids=particles["particle"].to_numpy(), **options)

@@ -519,7 +519,7 @@ def _as_maps(maps, grid_shape) -> tuple[sparse.csr_matrix, tuple[int, ...] | Non
                 raise ValueError(f"grid_shape {grid} differs from the maps' grid axes {dense.shape[1:]}; "
                                  "drop grid_shape or flatten the maps")
             grid = dense.shape[1:]
-            dense = dense.reshape(len(dense), -1)
+            dense = dense.reshape(len(dense), int(np.prod(grid)))
         values = sparse.csr_matrix(dense)
     if grid is not None and int(np.prod(grid)) != values.shape[1]:
         raise ValueError(f"grid_shape {grid} has {int(np.prod(grid))} points but the maps have {values.shape[1]}")

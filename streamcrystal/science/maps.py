@@ -178,8 +178,11 @@ def grid_of(start_doc: Mapping, num_events: int | None = None
     return shape, snaking, extents, dims
 
 
+_MAPPED = {column: dtype for column, dtype in PARTICLE_DTYPES.items() if column != "grain"}  # grains come after
+
+
 def _empty_particles() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in PARTICLE_DTYPES.items()})
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _MAPPED.items()})
 
 
 def crystal_maps(
@@ -265,7 +268,7 @@ def crystal_maps(
                 raise ValueError(f"particle {particle}: {err}") from err
     if not len(summary):
         return _empty_particles(), maps
-    return summary.loc[:, list(PARTICLE_DTYPES)].astype(PARTICLE_DTYPES), maps
+    return summary.loc[:, list(_MAPPED)].astype(_MAPPED), maps
 
 
 def maps_to_xarray(particles: pd.DataFrame, maps: np.ndarray, *, extents=None, dims=None,

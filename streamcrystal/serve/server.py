@@ -41,7 +41,7 @@ from bluesky.run_engine import DocumentNames
 from ..documents.tally import RunTally, Tally
 from ..errors import MessageError
 from ..storage.spool import SpoolingWriter
-from ..storage.writer_thread import WriterThread
+from ..documents.threads import DocumentThread
 from .transport import parse_address
 from .wire import loads
 
@@ -215,7 +215,7 @@ class Server:
         Where ``writer`` puts results, for the status lines.
     write_in_thread : bool
         Call ``writer`` (and ``on_run``) on a thread of its own (a
-        :class:`~streamcrystal.writer_thread.WriterThread`), so that the pipeline goes on with
+        :class:`~streamcrystal.documents.threads.DocumentThread`), so that the pipeline goes on with
         the next frame while a catalog insert waits for its server. Default True; False
         writes each document before the pipeline goes on.
     """
@@ -236,7 +236,7 @@ class Server:
         self._lost: set[str] = set()
         self._stopped_by = ""
         self.monitor = RunMonitor(self._finished, self._saved)
-        self._writer_thread = WriterThread(self._store) if write_in_thread else None
+        self._writer_thread = DocumentThread(self._store) if write_in_thread else None
         self.dispatcher.subscribe(self._raw)
         pipeline.subscribe(self._writer_thread or self._store)
 

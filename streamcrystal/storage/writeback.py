@@ -19,7 +19,7 @@ import pandas as pd
 from event_model import unpack_event_page
 
 from ..documents.hdf5 import HDF5Appender
-from ..graph.results import RunResults
+from ..graph.results import RunResults, maps_as_xarray
 from ..schema import FRAME_DTYPES, PARTICLE_DTYPES, STREAMS, typed
 from ..science.maps import grid_of, maps_to_xarray
 from .catalog import raw_data_dir
@@ -235,19 +235,42 @@ def load_results(db, raw_uid: str, stage: str = "peak_tracking"):
     complete = [run for run in runs if (run.metadata.get("stop") or {}).get("exit_status") == "success"]
     run = (complete or runs)[-1]
     tables = {stream: _table(run, stream) for stream in STREAMS}
-    raw_start = dict(run.start.get("raw_grid") or {})  # the raw scan's grid, copied into the analysis start
+    placement = dict(run.start.get("placement") or {})
+    dims = list(placement.get("dimensions") or ())
+    particles = typed(tables["maps"], PARTICLE_DTYPES)
+    frames = tables["frames"]
+    if len(frames) and set(FRAME_DTYPES) <= set(frames.columns):  # (older analysis runs had fewer columns)
+        frames = typed(frames, FRAME_DTYPES).join(frames[[d for d in dims if d in frames.columns]])
+    points = tables["points"]
     if len(tables["maps"]):
         maps = np.asarray(run["maps"]["map"].read(), dtype=np.float64)
     else:
-        maps = np.zeros((0, *(raw_start.get("shape") or [len(tables["frames"])])))
-    particles = typed(tables["maps"], PARTICLE_DTYPES)
-    frames = typed(tables["frames"], FRAME_DTYPES) if len(tables["frames"]) else tables["frames"]
-    extents, dims = _grid(raw_start, maps.shape[1:])
+        maps = None
     stop = run.metadata.get("stop") or {}
     problems = tuple(p for p in (stop.get("reason") or "").split(" | ") if p)
     failure = None if stop.get("exit_status", "success") == "success" else (stop.get("reason") or stop.get("exit_status"))
-    return RunResults(raw_uid, tables["features"], frames, tables["tracks"], particles,
-                      maps_to_xarray(particles, maps, extents=extents, dims=dims), problems, failure)
+    if placement:
+        grid = _stored_grid(points, dims)
+        if maps is None:
+            maps = np.zeros((0, *grid["shape"]))
+        array = maps_as_xarray(particles, maps, grid, points)
+    else:  # an analysis run written before placement by positions: its raw run's grid
+        raw_start = dict(run.start.get("raw_grid") or {})
+        if maps is None:
+            maps = np.zeros((0, *(raw_start.get("shape") or [len(frames)])))
+        extents, dim_names = _grid(raw_start, maps.shape[1:])
+        array = maps_to_xarray(particles, maps, extents=extents, dims=dim_names)
+    return RunResults(raw_uid, tables["features"], frames, tables["tracks"], particles, array, problems, failure,
+                      points, placement, complete=bool(stop))
+
+
+def _stored_grid(points: pd.DataFrame, dims: list[str]) -> dict:
+    """The maps' grid of a stored run, from its ``points`` stream: each axis's coordinates
+    (the points' positions at each index), or the points themselves."""
+    if len(points) and all(f"index_{d}" in points.columns for d in dims):
+        coords = [points.groupby(f"index_{d}")[d].first().sort_index().to_numpy() for d in dims]
+        return {"shape": [len(c) for c in coords], "dims": dims, "coords": coords}
+    return {"shape": [len(points)], "dims": ["point"], "coords": [points["point"].to_numpy() if len(points) else []]}
 
 
 def _table(run, stream: str) -> pd.DataFrame:

@@ -28,8 +28,8 @@ def rod() -> CrystalRod:
 
 @pytest.fixture(scope="module")
 def live_scan():
-    """One scan with two pipelines subscribed: the demo's configuration, and the same without
-    ``memory`` (trackpy's default 0)."""
+    """One scan with two pipelines subscribed: the demo's configuration, and the seed's scan-order
+    linking without ``memory`` (trackpy's default 0)."""
     sample = rod()
     empty_row, empty_col = np.argwhere(sample.truth.empty)[0]
     background = sample.frames(int(empty_row), int(empty_col), np.random.default_rng(11))
@@ -37,7 +37,7 @@ def live_scan():
     minmass = default_minmass(sample, pipeline_file.PARAMETERS)
     options = dict(subtrahend=background, minmass=minmass, maxsize=3.0, min_frames=2)
     pipe = pipeline_file.make_pipeline(**options)
-    no_memory = pipeline_file.make_pipeline(**{**options, "memory": 0})
+    no_memory = pipeline_file.make_pipeline(**{**options, "linking": "trackpy", "memory": 0})
     uid, truth = simulate_scan(RunEngine({}), callbacks=[pipe, no_memory], **SCAN)
     return truth, pipe.results(uid), no_memory.results(uid)
 

@@ -312,7 +312,7 @@ def test_close_lets_the_graph_and_the_workers_background_go(client, scan, parall
     frames, background = scan
     pipe, out = make_pipe(client if parallel else None, subtrahend=background)
     feed(pipe, compose_raw_run(frames[:2], grid=(1, 2)))
-    node = weakref.ref(pipe.nodes["collect"])
+    node = weakref.ref(pipe.nodes["runs"])
     key = pipe.dask._process_node.kwargs["background"].key if parallel else None
     pipe.close()
     pipe("start", {"uid": "late", "time": 0.0})  # refused, logged, does not wait

@@ -1,4 +1,4 @@
-"""WriterThread: documents written in order on another thread, bounded, errors survived, drained on close."""
+"""DocumentThread: documents written in order on another thread, bounded, errors survived, drained on close."""
 from __future__ import annotations
 
 import logging
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from streamcrystal.storage.writer_thread import WriterThread
+from streamcrystal.documents.threads import DocumentThread
 
 
 def test_documents_are_written_in_order_on_another_thread():
@@ -16,7 +16,7 @@ def test_documents_are_written_in_order_on_another_thread():
         written.append((name, doc["i"]))
         threads.add(threading.get_ident())
 
-    writer = WriterThread(write)
+    writer = DocumentThread(write)
     given = [("event", {"i": i}) for i in range(500)]
     for name, doc in given:
         writer(name, doc)
@@ -27,7 +27,7 @@ def test_documents_are_written_in_order_on_another_thread():
 
 def test_a_slow_writer_holds_back_the_caller_only_beyond_max_queued():
     release = threading.Event()
-    writer = WriterThread(lambda name, doc: release.wait(30), max_queued=3)
+    writer = DocumentThread(lambda name, doc: release.wait(30), max_queued=3)
     gave = []
 
     def give():
@@ -53,7 +53,7 @@ def test_a_failing_write_is_logged_with_its_run_and_the_next_documents_are_writt
             raise OSError("disk full")
         written.append(doc["uid"])
 
-    writer = WriterThread(write)
+    writer = DocumentThread(write)
     with caplog.at_level(logging.ERROR, logger="streamcrystal"):
         for uid in ("a", "bad", "c"):
             writer("event", {"uid": uid, "run_start": "run-7"})
@@ -64,7 +64,7 @@ def test_a_failing_write_is_logged_with_its_run_and_the_next_documents_are_writt
 
 
 def test_closed_writer_refuses_documents_and_names_the_run():
-    writer = WriterThread(lambda name, doc: None)
+    writer = DocumentThread(lambda name, doc: None)
     assert writer.close(timeout=30)
     with pytest.raises(RuntimeError, match="run r1 was not written"):
         writer("stop", {"uid": "s", "run_start": "r1"})
@@ -72,4 +72,4 @@ def test_closed_writer_refuses_documents_and_names_the_run():
 
 def test_max_queued_must_be_positive():
     with pytest.raises(ValueError, match="max_queued"):
-        WriterThread(lambda name, doc: None, max_queued=0)
+        DocumentThread(lambda name, doc: None, max_queued=0)

@@ -1,16 +1,17 @@
-"""Write documents on a thread of their own, so that storing results never holds up the pipeline.
+"""Hand documents to a thread of their own, so that the one who gives them never waits for the work.
 
-A catalog insert is a round trip to a Tiled server (an HTTP request, SQLite, files); done on
-the thread that runs the pipeline, every feature waits for it and the next frame waits
-behind. :class:`WriterThread` takes ``(name, doc)`` from the pipeline, queues it, and
-``write(name, doc)`` runs on its own thread, in the order given. The queue is bounded:
-when the writer falls behind by ``max_queued`` documents, the pipeline waits (memory stays
-bounded; nothing is dropped). :meth:`WriterThread.close` writes what is queued and ends the
-thread.
+Two places use it: a pipeline built with ``thread=True`` takes a RunEngine's documents and
+processes them on its own thread (the RunEngine's callback returns at once), and a server
+writes its results on a thread (a catalog insert is a round trip to a Tiled server: done on
+the pipeline's thread, every feature would wait for it). :class:`DocumentThread` takes
+``(name, doc)``, queues it, and ``write(name, doc)`` runs on its own thread, in the order
+given. The queue is bounded: when the thread falls behind by ``max_queued`` documents, the
+giver waits (memory stays bounded; nothing is dropped), after ``on_full`` is told.
+:meth:`DocumentThread.close` does what is queued and ends the thread.
 
 The standard library's ``queue.Queue`` and ``threading.Thread`` do the work; what is added is
 the end-of-stream marker, the error policy (``write`` must not raise: an exception is logged
-and the thread goes on) and :meth:`WriterThread.flush` for tests and status lines.
+and the thread goes on) and :meth:`DocumentThread.flush`.
 """
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["WriterThread"]
+__all__ = ["DocumentThread"]
 
 logger = logging.getLogger("streamcrystal")
 
 _END = object()
 
 
-class WriterThread:
+class DocumentThread:
     """Call ``write(name, doc)`` for every document given, in order, on a thread of its own.
 
     Parameters
@@ -39,11 +40,13 @@ class WriterThread:
         The most documents waiting; beyond it, the caller waits (back-pressure).
     name : str
         The thread's name (in logs and stack dumps).
+    on_full : callable, optional
+        ``on_full(name, doc, queued)`` before the giver waits on a full queue.
 
     Examples
     --------
     >>> written = []
-    >>> writer = WriterThread(lambda name, doc: written.append((name, doc["uid"])))
+    >>> writer = DocumentThread(lambda name, doc: written.append((name, doc["uid"])))
     >>> writer("start", {"uid": "a"}); writer("stop", {"uid": "b", "run_start": "a"})
     >>> writer.close()  # writes what is queued, then ends the thread
     True
@@ -52,10 +55,11 @@ class WriterThread:
     """
 
     def __init__(self, write: Callable[[str, Mapping], Any], *, max_queued: int = 10_000,
-                 name: str = "streamcrystal-writer") -> None:
+                 name: str = "streamcrystal-writer", on_full: Callable[[str, Mapping, int], Any] | None = None) -> None:
         if max_queued < 1:
             raise ValueError(f"max_queued must be at least 1, got {max_queued!r}")
         self.write = write
+        self.on_full = on_full
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -64,13 +68,15 @@ class WriterThread:
     def __call__(self, name: str, doc: Mapping) -> None:
         """Queue one document (waits while ``max_queued`` documents are waiting)."""
         if self._closed:
-            raise RuntimeError(f"this WriterThread is closed: the {name} document of run "
-                               f"{doc.get('run_start') or doc.get('uid')} was not written")
+            raise RuntimeError(f"this DocumentThread is closed: the {name} document of run "
+                               f"{doc.get('run_start') or doc.get('uid')} was not handled")
+        if self.on_full is not None and self._queue.full():
+            self.on_full(name, doc, self._queue.unfinished_tasks)
         self._queue.put((name, doc))
 
     @property
     def queued(self) -> int:
-        """Documents given and not written yet (approximately: the thread may be writing one)."""
+        """Documents given and not done yet (the one being done included)."""
         return self._queue.unfinished_tasks
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -95,6 +101,6 @@ class WriterThread:
                 self.write(name, doc)
             except Exception:
                 run = doc.get("run_start") or doc.get("uid") if isinstance(doc, Mapping) else None
-                logger.exception("run %s: writing a %s document failed; the writer goes on", run, name)
+                logger.exception("run %s: handling a %s document failed; the thread goes on", run, name)
             finally:
                 self._queue.task_done()
