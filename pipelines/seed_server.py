@@ -16,7 +16,7 @@ from streamcrystal import load_pipeline
 
 #: The seed's graph is the peak-tracking pipeline file's, with its parameters.
 _PEAK_TRACKING = load_pipeline("peak_tracking")
-PARAMETERS = {**_PEAK_TRACKING.PARAMETERS, "linking": "trackpy", "memory": "grid"}
+PARAMETERS = {**_PEAK_TRACKING.PARAMETERS, "search_range": 50, "linking": "trackpy", "memory": "grid"}
 
 #: Where ``streamcrystal serve`` listens unless told otherwise (the seed's RemoteDispatcher).
 SERVE = {"address": "localhost:5568", "prefix": "raw"}

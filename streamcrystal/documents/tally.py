@@ -32,8 +32,9 @@ class RunTally:
         Raw events processed (``frames`` events) and those skipped.
     peaks : int
         Located peaks (``features`` events).
-    tracks, particles : int
-        Linked features (``tracks`` events) and mapped particles (``maps`` events).
+    tracks, particles, grains : int
+        Linked features (``tracks`` events), mapped particles (``maps`` events), grains
+        (``grains`` events).
     exit_status, reason : str
         Of the analysis stop, once it came (``complete``).
     """
@@ -46,6 +47,7 @@ class RunTally:
     peaks: int = 0
     tracks: int = 0
     particles: int = 0
+    grains: int = 0
     exit_status: str = ""
     reason: str = ""
     complete: bool = False
@@ -55,13 +57,13 @@ class RunTally:
 
         Examples
         --------
-        >>> RunTally("raw1", "ana1", {}, events=12, skipped=1, peaks=30, particles=4, exit_status="success").line()
-        'run raw1: 12 events (1 skipped), 30 peaks, 4 particles -> analysis ana1 [success]'
+        >>> RunTally("raw1", "ana1", {}, events=12, skipped=1, peaks=30, particles=4, grains=2, exit_status="success").line()
+        'run raw1: 12 events (1 skipped), 30 peaks, 4 particles -> analysis ana1 [success], 2 grains'
         """
         status = self.exit_status or "in progress"
         reason = f" reason: {self.reason}" if self.reason and self.exit_status != "success" else ""
         return (f"run {self.raw_uid}: {self.events} events ({self.skipped} skipped), {self.peaks} peaks, "
-                f"{self.particles} particles -> analysis {self.analysis_uid} [{status}]{reason}")
+                f"{self.particles} particles -> analysis {self.analysis_uid} [{status}], {self.grains} grains{reason}")
 
 
 class Tally(event_model.DocumentRouter):
@@ -83,7 +85,7 @@ class Tally(event_model.DocumentRouter):
     ...                   ("stop", {"run_start": "a1", "exit_status": "success"})]:
     ...     _ = tally(name, doc)
     >>> tally.latest.line()
-    'run r1: 1 events (0 skipped), 0 peaks, 0 particles -> analysis a1 [success]'
+    'run r1: 1 events (0 skipped), 0 peaks, 0 particles -> analysis a1 [success], 0 grains'
     """
 
     #: The record made for each run (a subclass may add fields).
@@ -132,7 +134,7 @@ class Tally(event_model.DocumentRouter):
         if run is None:
             return
         data = doc["data"]
-        if stream == "frames":
+        if stream == "frames" and not data.get("superseded"):  # (a superseded reading is marked again)
             run.events += 1
             run.skipped += bool(data.get("skipped"))
         elif stream == "features":
@@ -141,6 +143,8 @@ class Tally(event_model.DocumentRouter):
             run.tracks += 1
         elif stream == "maps":
             run.particles += 1
+        elif stream == "grains":
+            run.grains += 1
         self.counted(run, stream, doc)
 
     def stop(self, doc):

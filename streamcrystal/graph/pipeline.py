@@ -106,6 +106,7 @@ class Pipeline:
         self._waiting = 0  # raw events queued and not processed yet (thread=True)
         self._count = threading.Lock()
         self._lag_logged: set = set()
+        self._given_run: str | None = None
         self._thread = DocumentThread(self._process, max_queued=max_queued, name="streamcrystal-pipeline",
                                       on_full=self._full) if thread else None
 
@@ -122,6 +123,8 @@ class Pipeline:
             return
         with self._count:
             self._waiting += _events_in(name, doc)
+        if name == "start" and isinstance(doc, Mapping):
+            self._given_run = doc.get("uid")  # the run a full queue is logged for
         self._thread(name, doc)
 
     @property
@@ -130,7 +133,7 @@ class Pipeline:
         return self._waiting
 
     def _full(self, name: str, doc: Mapping, queued: int) -> None:
-        run = doc.get("run_start") or doc.get("uid") or doc.get("descriptor") if isinstance(doc, Mapping) else None
+        run = self._given_run
         if run not in self._lag_logged:
             self._lag_logged.add(run)
             logger.warning("run %s: the pipeline is %d raw events (%d documents) behind the RunEngine; the RunEngine "

@@ -115,6 +115,7 @@ def placement_plan(start: Mapping, *, linking: str, memory=None, steps=None, nei
         else:
             found = plan_steps(start, dims)
             plan.update(steps=list(found.steps) if found else [None] * len(dims),
+                        resolution=list(found.resolution) if found else [None] * len(dims),
                         steps_from=found.source if found else "learned from the first readings")
     if linking == "trackpy":
         if memory == "grid":
@@ -180,17 +181,20 @@ class RunState:
     link_kwargs : dict
         More keywords of ``trackpy.link`` (``linking="trackpy"``).
     tolerance, precision
-        For :class:`~streamcrystal.science.placement.Placement`.
+        For :class:`~streamcrystal.science.placement.Placement` (``precision``: the digits each
+        motor shows, from the descriptor's data keys).
     """
 
     def __init__(self, start: Mapping, plan: Mapping, *, search_range: float, link_kwargs: Mapping | None = None,
-                 tolerance=None, map_options: Mapping | None = None) -> None:
+                 tolerance=None, precision: Mapping | None = None, map_options: Mapping | None = None) -> None:
         self.start = dict(start)
         self.map_options = dict(map_options or {})
         self._lock = threading.Lock()  # results() may look while the graph's thread adds
         self.plan = dict(plan)
         self.run_uid = start["uid"]
-        self.placement = Placement(plan["dimensions"], steps=self._steps(), tolerance=tolerance)
+        resolution = plan.get("resolution") if plan["method"] == "positions" else None
+        self.placement = Placement(plan["dimensions"], steps=self._steps(), tolerance=tolerance, precision=precision,
+                                   resolution=resolution if resolution and any(r is not None for r in resolution) else None)
         if plan["linking"] == "sample":
             self.linker = SampleLinker(self.placement.neighbours, search_range)
         else:
@@ -382,8 +386,10 @@ def _open(run: dict, recorded, *, plan_options, search_range, link_kwargs, toler
         return []
     start = run["start"]
     plan = placement_plan(start, recorded=recorded, **plan_options)
+    precision = {field: spec.get("precision") for field, spec in (recorded or {}).items()
+                 if field in plan["dimensions"] and spec.get("precision") is not None}
     run["state"] = RunState(start, plan, search_range=search_range, link_kwargs=link_kwargs, tolerance=tolerance,
-                            map_options=map_options)
+                            precision=precision or None, map_options=map_options)
     if store is not None:
         store.open(run["state"])
     return [RunOpened(start["uid"], start, plan)]

@@ -307,4 +307,5 @@ def grains_of(particles: pd.DataFrame, maps: np.ndarray, grid: Mapping, points: 
             and len(points) else None
         return group_grains(maps.reshape(len(maps), -1), positions, ids=particles["particle"].to_numpy(),
                             coords=coords, **options)
-    return group_grains(maps, positions, ids=particles["particle"].to_numpy(), **options)
+    return group_grains(maps.reshape(len(maps), -1), positions, ids=particles["particle"].to_numpy(),
+                        grid_shape=maps.shape[1:], **options)

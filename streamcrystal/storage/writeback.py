@@ -235,6 +235,7 @@ def load_results(db, raw_uid: str, stage: str = "peak_tracking"):
     complete = [run for run in runs if (run.metadata.get("stop") or {}).get("exit_status") == "success"]
     run = (complete or runs)[-1]
     tables = {stream: _table(run, stream) for stream in STREAMS}
+    tables["tracks"] = _merged(tables["tracks"], tables["relabels"])
     placement = dict(run.start.get("placement") or {})
     dims = list(placement.get("dimensions") or ())
     particles = typed(tables["maps"], PARTICLE_DTYPES)
@@ -262,6 +263,23 @@ def load_results(db, raw_uid: str, stage: str = "peak_tracking"):
         array = maps_to_xarray(particles, maps, extents=extents, dims=dim_names)
     return RunResults(raw_uid, tables["features"], frames, tables["tracks"], particles, array, problems, failure,
                       points, placement, complete=bool(stop))
+
+
+def _merged(tracks: pd.DataFrame, relabels: pd.DataFrame) -> pd.DataFrame:
+    """The stored tracks (their live particle ids) with each merged particle given the id it was
+    merged into, as the pipeline's results report them."""
+    if not len(tracks) or not len(relabels):
+        return tracks
+    into = {}
+    for row in relabels[relabels["kind"] == "merge"].itertuples(index=False):
+        into[int(row.particle)] = int(row.into)
+
+    def final(particle: int) -> int:
+        while particle in into:
+            particle = into[particle]
+        return particle
+
+    return tracks.assign(particle=[final(int(p)) for p in tracks["particle"]])
 
 
 def _stored_grid(points: pd.DataFrame, dims: list[str]) -> dict:

@@ -19,7 +19,7 @@ from matplotlib.patches import Circle
 
 from ..science.maps import grid_coords, grid_index, grid_of
 
-__all__ = ["reshape", "plot_real_aspect", "plot_maps", "plot_peaks"]
+__all__ = ["reshape", "plot_real_aspect", "plot_points", "plot_maps", "plot_grains", "plot_peaks"]
 
 
 def _start_of(dataset, start: Mapping | None) -> Mapping:
@@ -88,11 +88,18 @@ def reshape(dataset, key: str, *, start: Mapping | None = None) -> xr.DataArray:
     return xr.DataArray(grid, dims=dims, coords=dict(zip(dims, axes)), name=key)
 
 
-def _uniform_extent(coord: np.ndarray, dim: str) -> tuple[float, float]:
+def _is_uniform(coord) -> bool:
     coord = np.asarray(coord, dtype=np.float64)
-    if len(coord) > 2 and not np.allclose(np.diff(coord), coord[1] - coord[0], rtol=1e-6, atol=0):
-        raise ValueError(f"coordinate {dim!r} is not evenly spaced; plot_real_aspect draws a regular grid")
-    return float(coord[0]), float(coord[-1])
+    return len(coord) <= 2 or bool(np.allclose(np.diff(coord), coord[1] - coord[0], rtol=1e-6, atol=0))
+
+
+def _cell_edges(coord) -> np.ndarray:
+    """The edges of the cells around each coordinate: halfway to the neighbours (half a gap out at the ends)."""
+    coord = np.asarray(coord, dtype=np.float64)
+    if len(coord) == 1:
+        return np.array([coord[0] - 0.5, coord[0] + 0.5])
+    middle = (coord[1:] + coord[:-1]) / 2
+    return np.concatenate([[coord[0] - (middle[0] - coord[0])], middle, [coord[-1] + (coord[-1] - middle[-1])]])
 
 
 def _pixel_edges(start: float, stop: float, n: int) -> tuple[float, float]:
@@ -107,8 +114,9 @@ def plot_real_aspect(array, *, extents=None, ax: Axes | None = None, **imshow_kw
     Parameters
     ----------
     array : 2-D array or xarray.DataArray
-        Rows along the first scan axis. A DataArray's dims label the axes and its evenly
-        spaced coordinates give the positions.
+        Rows along the first scan axis. A DataArray's dims label the axes and its coordinates
+        give the positions: a grid whose coordinates are not evenly spaced (``list_grid_scan``)
+        is drawn cell by cell (``pcolormesh``), each cell reaching halfway to its neighbours.
     extents : ((row_start, row_stop), (col_start, col_stop)), optional
         The motor positions of the first and last grid points (the start document's
         ``extents``); pixel centres sit on ``np.linspace(start, stop, n)``. Without extents
@@ -131,7 +139,10 @@ def plot_real_aspect(array, *, extents=None, ax: Axes | None = None, **imshow_kw
                              "e.g. maps.sel(particle=0)")
         labels = tuple(str(d) for d in array.dims)
         if extents is None and all(d in array.coords for d in array.dims):
-            extents = tuple(_uniform_extent(array.coords[d].values, str(d)) for d in array.dims)
+            coords = [array.coords[d].values for d in array.dims]
+            if not all(map(_is_uniform, coords)):
+                return _plot_cells(array.values, coords, labels, ax, imshow_kwargs)
+            extents = tuple((float(c[0]), float(c[-1])) for c in coords)
         array = array.values
     image = np.asarray(array, dtype=np.float64)
     if image.ndim != 2:
@@ -152,6 +163,47 @@ def plot_real_aspect(array, *, extents=None, ax: Axes | None = None, **imshow_kw
     return ax.figure
 
 
+def _plot_cells(image, coords, labels, ax, kwargs) -> Figure:
+    if ax is None:
+        ax = Figure(layout="constrained").add_subplot()
+    kwargs = {key: value for key, value in kwargs.items() if key not in ("origin", "interpolation", "extent")}
+    ax.pcolormesh(_cell_edges(coords[1]), _cell_edges(coords[0]), np.asarray(image, dtype=np.float64), **kwargs)
+    ax.set_aspect("equal")
+    ax.set_ylabel(labels[0])
+    ax.set_xlabel(labels[1])
+    return ax.figure
+
+
+def plot_points(values: xr.DataArray, *, ax: Axes | None = None, **scatter_kwargs) -> Figure:
+    """Values over the points of a scan that is not a grid (a spiral, a path), drawn where the sample was.
+
+    ``values`` has the one dim ``point``, and two coordinates along it: the positions of the
+    scan's two motors (the first one vertical). Each point is a marker coloured by its value,
+    one unit of motor travel the same length on both axes.
+
+    Examples
+    --------
+    >>> values = xr.DataArray([1.0, 2.0, 3.0], dims="point", coords={"point": [0, 1, 2],
+    ...                       "sample_y": ("point", [0.0, 0.5, 1.0]), "sample_x": ("point", [0.0, 0.3, 0.1])})
+    >>> plot_points(values).axes[0].get_xlabel()
+    'sample_x'
+    """
+    motors = [name for name, coord in values.coords.items() if coord.dims == ("point",) and name != "point"]
+    if values.dims != ("point",) or not 1 <= len(motors) <= 2:
+        raise ValueError(f"plot_points needs values along 'point' with one or two motor coordinates, got dims "
+                         f"{values.dims} and coordinates {list(values.coords)}")
+    if ax is None:
+        ax = Figure(layout="constrained").add_subplot()
+    y = values.coords[motors[0]].values if len(motors) == 2 else np.zeros(values.size)
+    x = values.coords[motors[-1]].values
+    scatter_kwargs.setdefault("s", 60)
+    ax.scatter(x, y, c=values.values, **scatter_kwargs)
+    ax.set_aspect("equal")
+    ax.set_xlabel(motors[-1])
+    ax.set_ylabel(motors[0] if len(motors) == 2 else "")
+    return ax.figure
+
+
 def _scalar(panel: xr.DataArray, *names: str) -> float | None:
     for name in names:
         if name in panel.coords and panel.coords[name].ndim == 0:
@@ -166,8 +218,8 @@ def _height_ratio(maps: xr.DataArray) -> float:
     spans = []
     for dim, n in zip(maps.dims[1:], maps.shape[1:]):
         coord = maps.coords[dim].values.astype(float) if dim in maps.coords else np.arange(n, dtype=float)
-        lo, hi = _pixel_edges(float(coord[0]), float(coord[-1]), n)
-        spans.append(abs(hi - lo))
+        edges = _cell_edges(coord)
+        spans.append(abs(edges[-1] - edges[0]))
     return float(np.clip(spans[0] / spans[1], 0.25, 4.0)) if spans[1] else 1.0
 
 
@@ -217,7 +269,12 @@ def plot_maps(maps: xr.DataArray, *, ncols: int | None = None, share_color_scale
         ax = fig.add_subplot(nrows, ncols, i + 1)
         axes.append(ax)
         panel = maps.isel(particle=i)
-        if panel.ndim == 1:
+        if panel.dims == ("point",):
+            plot_points(panel, ax=ax, cmap=cmap, **limits)
+            image = ax.collections[-1]
+            if not share_color_scale:
+                fig.colorbar(image, ax=ax, shrink=0.8)
+        elif panel.ndim == 1:
             dim = panel.dims[0]
             ax.plot(panel.coords[dim].values if dim in panel.coords else np.arange(panel.size), panel.values)
             ax.set_xlabel(str(dim))
@@ -232,6 +289,60 @@ def plot_maps(maps: xr.DataArray, *, ncols: int | None = None, share_color_scale
         ax.set_title(f"particle {particle}{position}", fontsize="medium")
     if share_color_scale and image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label=str(maps.name or "intensity"))
+    return fig
+
+
+def plot_grains(grain_labels: xr.DataArray, grain_maps: xr.DataArray, *, title: str = "", ncols: int | None = None
+                ) -> Figure:
+    """The grains of a run: which grain is strongest where (one colour a grain), then each grain's map.
+
+    Parameters
+    ----------
+    grain_labels : xarray.DataArray
+        The grain-label map (``RunResults.grain_labels``): the grid's (or points') shape,
+        0 where no grain is.
+    grain_maps : xarray.DataArray
+        ``(grain, *grid)`` (``RunResults.grain_maps``).
+    title : str
+        Above the label map (e.g. the events so far).
+    ncols : int, optional
+        Panels per row (the label map is the first panel).
+
+    Examples
+    --------
+    >>> labels = xr.DataArray([[1, 1, 0], [0, 2, 2]], dims=("y", "x"), coords={"y": [0.0, 1.0], "x": [0.0, 1.0, 2.0]})
+    >>> maps = xr.DataArray(np.ones((2, 2, 3)), dims=("grain", "y", "x"), coords={"grain": [1, 2], **labels.coords})
+    >>> [ax.get_title() for ax in plot_grains(labels, maps).axes if ax.get_title()]
+    ['2 grains', 'grain 1', 'grain 2']
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    n = grain_maps.sizes["grain"]
+    ncols = int(ncols) if ncols else max(2, math.ceil(math.sqrt(n + 1)))
+    nrows = math.ceil((n + 1) / ncols)
+    fig = Figure(figsize=(4.0 * ncols, 3.6 * nrows), layout="constrained")
+    colours = ListedColormap(["#f0f0f0", *[colormaps["tab20"](k % 20) for k in range(max(n, 1))]])
+    norm = BoundaryNorm(np.arange(-0.5, n + 1.5), colours.N)
+    ax = fig.add_subplot(nrows, ncols, 1)
+    labels = grain_labels.astype(np.float64)
+    if labels.dims == ("point",):
+        plot_points(labels, ax=ax, cmap=colours, norm=norm)
+    elif labels.ndim == 2:
+        plot_real_aspect(labels, ax=ax, cmap=colours, norm=norm)
+    else:
+        ax.plot(labels.values, drawstyle="steps-mid")
+    ax.set_title(f"{title + ', ' if title else ''}{n} grain{'s' if n != 1 else ''}")
+    for k in range(n):
+        ax = fig.add_subplot(nrows, ncols, k + 2)
+        panel = grain_maps.isel(grain=k)
+        if panel.dims == ("point",):
+            plot_points(panel, ax=ax, cmap="viridis")
+        elif panel.ndim == 2:
+            plot_real_aspect(panel, ax=ax, cmap="viridis")
+        else:
+            ax.plot(panel.values)
+        ax.set_title(f"grain {int(grain_maps.coords['grain'].values[k])}", color=colours(k + 1))
     return fig
 
 

@@ -10,18 +10,24 @@ __all__ = ["LiveProgress"]
 
 
 class LiveProgress(Tally):
-    """Subscribe to a pipeline: a bar of events processed, with peaks found and events/s.
+    """Subscribe to a pipeline: a bar of events processed, with events/s, peaks found, the lag
+    and the grains found so far.
 
     ``tqdm.auto`` draws a widget in a notebook and a text bar in a terminal.
 
     Parameters
     ----------
     total : int, optional
-        Events expected per run (else open-ended).
+        Events expected per run (else the start document's ``num_points``, else open-ended).
     disable : bool
         No bar (counting still happens), e.g. when output is not a terminal.
     desc : str
         The bar's label.
+    pipeline : Pipeline, optional
+        The pipeline subscribed to: its ``lag`` (raw events waiting, ``thread=True``) and,
+        every ``every`` events, the number of grains in its results so far are shown.
+    every : int
+        Events between two counts of the grains (a look at the results costs a few ms).
 
     Examples
     --------
@@ -36,11 +42,15 @@ class LiveProgress(Tally):
     (1, 1)
     """
 
-    def __init__(self, total: int | None = None, *, disable: bool = False, desc: str = "events") -> None:
+    def __init__(self, total: int | None = None, *, disable: bool = False, desc: str = "events", pipeline=None,
+                 every: int = 20) -> None:
         super().__init__()
         self.total = total
         self.disable = disable
         self.desc = desc
+        self.pipeline = pipeline
+        self.every = every
+        self.grains = 0
         self._bar = None
         self._t0: float | None = None
 
@@ -55,19 +65,41 @@ class LiveProgress(Tally):
         return self.latest.peaks if self.latest else 0
 
     def opened(self, run: RunTally) -> None:
-        from tqdm.auto import tqdm  # imported when a run starts: tqdm.auto looks for a notebook
+        from tqdm.auto import (
+            tqdm,  # imported when a run starts: tqdm.auto looks for a notebook
+        )
 
         self.close()
         self._t0 = time.perf_counter()
-        self._bar = tqdm(total=self.total, desc=self.desc, unit="ev", disable=self.disable, leave=True)
+        self.grains = 0
+        total = self.total or (run.start.get("raw_grid") or {}).get("num_points")
+        self._bar = tqdm(total=total, desc=self.desc, unit="ev", disable=self.disable, leave=True)
 
     def counted(self, run: RunTally, stream: str, doc: Mapping) -> None:
-        if stream == "frames" and run is self.latest and self._bar is not None:
+        if stream == "frames" and run is self.latest and self._bar is not None and not doc["data"].get("superseded"):
+            if self.pipeline is not None and run.events % self.every == 0:
+                self.grains = self._grains(run)
             self._bar.update(1)
-            self._bar.set_postfix(peaks=run.peaks, refresh=False)
+            self._bar.set_postfix(self._figures(run), refresh=False)
+        elif stream == "grains":
+            self.grains = run.grains
+
+    def _grains(self, run: RunTally) -> int:
+        try:
+            return len(self.pipeline.results(run.raw_uid).grain_table)
+        except Exception:  # a look at the results must not disturb the bar
+            return self.grains
+
+    def _figures(self, run: RunTally) -> dict:
+        figures = {"peaks": run.peaks}
+        if self.pipeline is not None:
+            figures.update(lag=self.pipeline.lag, grains=self.grains)
+        return figures
 
     def finished(self, run: RunTally) -> None:
         if run is self.latest:
+            if self._bar is not None:
+                self._bar.set_postfix(self._figures(run) | {"grains": run.grains}, refresh=True)
             self.close()
 
     def close(self) -> None:

@@ -40,10 +40,15 @@ def partition(tracks: pd.DataFrame) -> set[frozenset]:
     return {frozenset(group) for group in groups.values()}
 
 
+def timeless(table: pd.DataFrame) -> pd.DataFrame:
+    """A table without its ``latency`` column: when a result came out depends on the machine."""
+    return table.drop(columns="latency", errors="ignore")
+
+
 def stream_rows(docs, stream: str) -> pd.DataFrame:
     """The events of one stream of an analysis run, as a DataFrame of their data."""
     descriptors = {d["uid"] for n, d in docs if n == "descriptor" and d["name"] == stream}
     return pd.DataFrame([d["data"] for n, d in docs if n == "event" and d["descriptor"] in descriptors])
 
 
-__all__ = ["DATA_KEY", "processed", "offline_features", "offline_links", "partition", "stream_rows"]
+__all__ = ["DATA_KEY", "processed", "offline_features", "offline_links", "partition", "stream_rows", "timeless"]

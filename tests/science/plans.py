@@ -181,7 +181,7 @@ def figures(names=None) -> pd.DataFrame:
                      "grains seen": sum(bool(o["covered"]) for o in both[0]),
                      "seen on one patch": sum(o["patches"] == 1 for o in both[0]),
                      "sample-space": sum(map(one_particle, both[0])),
-                     f"trackpy, memory from positions": sum(map(one_particle, both[1])), "memory": memory,
+                     "trackpy, memory from positions": sum(map(one_particle, both[1])), "memory": memory,
                      "trackpy, memory of maps.grid_of (today)": sum(map(one_particle, both[2])), "today": today})
     return pd.DataFrame(rows)
 

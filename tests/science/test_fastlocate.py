@@ -38,7 +38,6 @@ from streamcrystal.science.fastlocate.percentile import percentile_threshold
 from streamcrystal.science.frames import (
     average_frames,
     clip_negative,
-    image_problem,
     process_frames,
     processed_image,
     subtract_background,
