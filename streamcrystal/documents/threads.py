@@ -40,6 +40,8 @@ class DocumentThread:
         The most documents waiting; beyond it, the caller waits (back-pressure).
     name : str
         The thread's name (in logs and stack dumps).
+    task : str
+        What ``write`` does, for the messages (``"writing"``, ``"processing"``).
     on_full : callable, optional
         ``on_full(name, doc, queued)`` before the giver waits on a full queue.
 
@@ -55,10 +57,11 @@ class DocumentThread:
     """
 
     def __init__(self, write: Callable[[str, Mapping], Any], *, max_queued: int = 10_000,
-                 name: str = "streamcrystal-writer", on_full: Callable[[str, Mapping, int], Any] | None = None) -> None:
+                 name: str = "streamcrystal-writer", task: str = "writing", on_full: Callable[[str, Mapping, int], Any] | None = None) -> None:
         if max_queued < 1:
             raise ValueError(f"max_queued must be at least 1, got {max_queued!r}")
         self.write = write
+        self.task = task
         self.on_full = on_full
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
         self._closed = False
@@ -68,8 +71,8 @@ class DocumentThread:
     def __call__(self, name: str, doc: Mapping) -> None:
         """Queue one document (waits while ``max_queued`` documents are waiting)."""
         if self._closed:
-            raise RuntimeError(f"this DocumentThread is closed: the {name} document of run "
-                               f"{doc.get('run_start') or doc.get('uid')} was not handled")
+            raise RuntimeError(f"this DocumentThread is closed: run {_run_of(doc)}: {self.task} the {name} document "
+                               f"{_where(doc)}refused")
         if self.on_full is not None and self._queue.full():
             self.on_full(name, doc, self._queue.unfinished_tasks)
         self._queue.put((name, doc))
@@ -100,7 +103,17 @@ class DocumentThread:
                     return
                 self.write(name, doc)
             except Exception:
-                run = doc.get("run_start") or doc.get("uid") if isinstance(doc, Mapping) else None
-                logger.exception("run %s: handling a %s document failed; the thread goes on", run, name)
+                logger.exception("run %s: %s the %s document %sfailed; the thread goes on", _run_of(doc), self.task,
+                                 name, _where(doc))
             finally:
                 self._queue.task_done()
+
+
+def _run_of(doc) -> str | None:
+    return (doc.get("run_start") or doc.get("uid")) if isinstance(doc, Mapping) else None
+
+
+def _where(doc) -> str:
+    """``"seq_num N "`` for an event, else nothing."""
+    seq_num = doc.get("seq_num") if isinstance(doc, Mapping) else None
+    return f"seq_num {seq_num} " if seq_num is not None else ""

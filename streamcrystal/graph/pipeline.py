@@ -108,7 +108,7 @@ class Pipeline:
         self._lag_logged: set = set()
         self._given_run: str | None = None
         self._thread = DocumentThread(self._process, max_queued=max_queued, name="streamcrystal-pipeline",
-                                      on_full=self._full) if thread else None
+                                      task="processing", on_full=self._full) if thread else None
 
     def __call__(self, name: str, doc: Mapping) -> None:
         """Process one document (bluesky callback signature). Never raises.

@@ -302,10 +302,10 @@ def grains_of(particles: pd.DataFrame, maps: np.ndarray, grid: Mapping, points: 
     """The grains of a run's mapped particles: on a grid, its grid; else the points' positions."""
     options = dict(options or {})
     positions = particles[["y", "x"]].to_numpy()
+    flat = maps.reshape(len(maps), int(np.prod(maps.shape[1:])))  # (particles, points), also when empty
     if list(grid["dims"]) == ["point"]:
-        coords = points[[c for c in points.columns if c not in ("point", "frame")]].to_numpy() if points is not None \
-            and len(points) else None
-        return group_grains(maps.reshape(len(maps), -1), positions, ids=particles["particle"].to_numpy(),
-                            coords=coords, **options)
-    return group_grains(maps.reshape(len(maps), -1), positions, ids=particles["particle"].to_numpy(),
-                        grid_shape=maps.shape[1:], **options)
+        columns = [] if points is None else [c for c in points.columns if c not in ("point", "frame")]
+        coords = points[columns].to_numpy() if columns and len(points) == flat.shape[1] \
+            else np.arange(flat.shape[1], dtype=np.float64)[:, None]  # no positions: the order of the points
+        return group_grains(flat, positions, ids=particles["particle"].to_numpy(), coords=coords, **options)
+    return group_grains(flat, positions, ids=particles["particle"].to_numpy(), grid_shape=maps.shape[1:], **options)

@@ -263,7 +263,8 @@ def grain_maps(reflection_maps: npt.ArrayLike | sparse.spmatrix, grain_of_reflec
                          "give one grain (1..n_grains) per map")
     if len(grain) and grain.min() < 1:
         raise ValueError(f"grain_of_reflection holds {grain.min()}; grains are numbered from 1")
-    peak = values.max(axis=1).toarray().ravel()
+    # scipy's max refuses an axis of length 0 (a run without points)
+    peak = values.max(axis=1).toarray().ravel() if values.shape[1] else np.zeros(values.shape[0])
     scale = sparse.diags(np.divide(1.0, peak, out=np.zeros_like(peak), where=peak > 0))
     n_grains = int(grain.max(initial=0))
     member = sparse.csr_matrix((np.ones(len(grain)), (grain - 1, np.arange(len(grain)))), shape=(n_grains, len(grain)))

@@ -56,17 +56,17 @@ def test_a_failing_write_is_logged_with_its_run_and_the_next_documents_are_writt
     writer = DocumentThread(write)
     with caplog.at_level(logging.ERROR, logger="streamcrystal"):
         for uid in ("a", "bad", "c"):
-            writer("event", {"uid": uid, "run_start": "run-7"})
+            writer("event", {"uid": uid, "run_start": "run-7", "seq_num": 3})
         assert writer.flush(timeout=30)
     assert written == ["a", "c"]
-    assert "run run-7: writing a event document failed" in caplog.text and "disk full" in caplog.text
+    assert "run run-7: writing the event document seq_num 3 failed" in caplog.text and "disk full" in caplog.text
     writer.close()
 
 
 def test_closed_writer_refuses_documents_and_names_the_run():
     writer = DocumentThread(lambda name, doc: None)
     assert writer.close(timeout=30)
-    with pytest.raises(RuntimeError, match="run r1 was not written"):
+    with pytest.raises(RuntimeError, match="run r1: writing the stop document refused"):
         writer("stop", {"uid": "s", "run_start": "r1"})
 
 

@@ -96,7 +96,8 @@ def test_run_with_zero_events_gives_a_complete_empty_analysis_run(background, ca
     raw = compose_raw_run([], grid=(1, 3))
     out = feed(make_pipe(background), raw)
     assert [n for n, _ in out][0] == "start" and out[-1][0] == "stop"
-    assert out[-1][1]["num_events"] == {"features": 0, "frames": 0, "tracks": 0, "relabels": 0, "points": 0, "maps": 0}
+    assert out[-1][1]["num_events"] == {"features": 0, "frames": 0, "tracks": 0, "relabels": 0, "points": 0, "maps": 0,
+                                          "grains": 0}
     assert "no events in stream 'primary'" in out[-1][1]["reason"]
     assert any(raw[0][1]["uid"] in r.getMessage() and "no events" in r.getMessage() for r in caplog_streamcrystal.records)
 

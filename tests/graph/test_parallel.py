@@ -16,6 +16,7 @@ import weakref
 
 import numpy as np
 import pytest
+from pandas.testing import assert_frame_equal
 from bluesky import RunEngine
 from distributed import Client, LocalCluster
 
@@ -84,11 +85,13 @@ def assert_same_analysis(serial, parallel, serial_out, parallel_out, uids):
     """Same documents in the same order (but uids and times), same tables and maps per run."""
     assert [n for n, _ in parallel_out] == [n for n, _ in serial_out]
     for stream in ("features", "frames", "tracks"):
-        assert timeless(stream_rows(parallel_out, stream)).equals(timeless(stream_rows(serial_out, stream))), stream
+        assert_frame_equal(timeless(stream_rows(parallel_out, stream)), timeless(stream_rows(serial_out, stream)),
+                           check_exact=True, obj=stream)
     for uid in uids:
         a, b = serial.results(uid), parallel.results(uid)
         for table in ("features", "frames", "tracks", "particles"):
-            assert timeless(getattr(b, table)).equals(timeless(getattr(a, table))), (uid, table)
+            assert_frame_equal(timeless(getattr(b, table)), timeless(getattr(a, table)), check_exact=True,
+                               obj=f"run {uid} {table}")
         assert b.maps.equals(a.maps) and b.problems == a.problems and b.failure == a.failure
     reasons = [d.get("reason") for n, d in serial_out if n == "stop"]
     assert [d.get("reason") for n, d in parallel_out if n == "stop"] == reasons

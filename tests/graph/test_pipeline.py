@@ -151,11 +151,11 @@ def test_a_run_without_peaks_still_has_descriptors_and_a_frames_event_per_event(
     flat = [np.full((2, 32, 32), 100, dtype=np.uint16) for _ in range(3)]
     _, out = run_pipeline(compose_raw_run(flat, grid=(1, 3)), subtrahend=np.full((32, 32), 100.0))
     streams = {d["name"] for n, d in out if n == "descriptor"}
-    assert streams == {"features", "frames", "tracks", "relabels", "points", "maps"}
+    assert streams == {"features", "frames", "tracks", "relabels", "points", "maps", "grains"}
     frames = stream_rows(out, "frames")
     assert frames["frame"].tolist() == [1, 2, 3] and frames["n_peaks"].tolist() == [0, 0, 0]
     assert out[-1][1]["num_events"] == {"features": 0, "frames": 3, "tracks": 0, "relabels": 0, "points": 3,
-                                        "maps": 0}
+                                        "maps": 0, "grains": 0}
 
 
 def test_runs_back_to_back_keep_their_own_state(scan):

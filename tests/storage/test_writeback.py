@@ -30,9 +30,10 @@ def analysis_documents():
     return out
 
 
-def _maps_in_order(docs):
-    maps_descriptor = next(d["uid"] for n, d in docs if n == "descriptor" and d["name"] == "maps")
-    return [np.asarray(d["data"]["map"]) for n, d in docs if n == "event" and d["descriptor"] == maps_descriptor]
+def _maps_in_order(docs, streams=("maps", "grains")):
+    """The ``map`` arrays of the events of ``streams`` (particle maps, then grain maps), in document order."""
+    descriptors = {d["uid"] for n, d in docs if n == "descriptor" and d["name"] in streams}
+    return [np.asarray(d["data"]["map"]) for n, d in docs if n == "event" and d["descriptor"] in descriptors]
 
 
 def _stored_maps(path, stream_datums):
@@ -42,7 +43,7 @@ def _stored_maps(path, stream_datums):
 
 def test_maps_are_in_the_file_when_the_stop_goes_downstream(tmp_path, analysis_documents):
     expected = _maps_in_order(analysis_documents)
-    assert len(expected) >= 2
+    assert len(_maps_in_order(analysis_documents, ["maps"])) >= 2 and len(_maps_in_order(analysis_documents, ["grains"]))
     resources, datums, seen = {}, [], {}
 
     def downstream(name, doc):
@@ -68,14 +69,13 @@ def test_arrays_are_written_once_max_pending_bytes_wait(tmp_path, analysis_docum
     writer = ArraysToHDF5(tmp_path, lambda name, doc: None)
     writer.max_pending_bytes = 0  # every array is written as it comes
     start = analysis_documents[0][1]["uid"]
-    expected = _maps_in_order(analysis_documents)
-    written = 0
+    written: dict[str, list] = {}  # descriptor uid (the dataset's group) -> the maps given so far
     for name, doc in analysis_documents[:-1]:  # all but the stop
         writer(name, doc)
         if name == "event" and "map" in doc["data"]:
-            written += 1
-            with h5py.File(tmp_path / f"{start}.h5", "r") as file:
-                (dataset,) = [file[group][key] for group in file for key in file[group]]
-                assert dataset.shape[0] == written
-                np.testing.assert_array_equal(dataset[written - 1], expected[written - 1])
-    assert written == len(expected)
+            written.setdefault(doc["descriptor"], []).append(np.asarray(doc["data"]["map"]))
+            with h5py.File(tmp_path / f"{start}.h5", "r") as file:  # one dataset per stream (maps, grains)
+                assert sorted(file) == sorted(written)
+                for descriptor, maps in written.items():
+                    np.testing.assert_array_equal(file[descriptor]["map"][:], np.stack(maps))
+    assert sum(map(len, written.values())) == len(_maps_in_order(analysis_documents)) and len(written) == 2
