@@ -145,7 +145,11 @@ def locate_step(task: FrameTask | Routed, *, diameter, engine: str = "fast", col
         columns = feature_columns(diameter, characterize=locate_kwargs.get("characterize", True))
     if task.problem is not None:
         return skipped_result(task, task.problem, columns)
-    image = task.image
+    # distributed deserialises an array sent between workers in place in its message buffer,
+    # where a float64 may start at any byte: numpy sums such an image in another order (the
+    # total intensity then differs in its last digit from the serial pipeline's). One copy
+    # when it happens keeps the results identical wherever the task ran.
+    image = np.require(task.image, requirements="CA")
     try:
         # trackpy's percentile threshold is undefined on an all-zero image (a frame equal to
         # its background): it has no peaks, which is an answer, not a failure.

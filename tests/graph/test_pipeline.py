@@ -286,3 +286,21 @@ def streamz_graph_of(pipe):
     graph = nx.DiGraph()
     streamz.graph.create_graph(pipe.source, graph)
     return graph
+
+
+def test_an_image_at_an_odd_address_gives_the_same_result_as_an_aligned_one(scan):
+    """distributed hands a worker arrays in place in its message buffer, at any byte offset
+    (seen: float64 images at address % 8 == 6); numpy sums those in another order."""
+    from streamcrystal.graph.steps import locate_step
+
+    frames, background = scan
+    image = processed(frames[5], background)
+    buffer = np.zeros(image.nbytes + 8, np.uint8)
+    odd = np.frombuffer(buffer[3:3 + image.nbytes].data, dtype=np.float64).reshape(image.shape)
+    odd[...] = image
+    assert not odd.flags.aligned and np.array_equal(odd, image)
+    task = FrameTask("r", 6, "primary", image=image)
+    aligned = locate_step(task, **LOCATE)
+    unaligned = locate_step(FrameTask("r", 6, "primary", image=odd), **LOCATE)
+    assert repr(unaligned.total_intensity) == repr(aligned.total_intensity) == repr(float(image.sum()))
+    assert unaligned.features.equals(aligned.features)
