@@ -41,8 +41,12 @@ _EXPORTS = {
     "plot_real_aspect": "views.plot",
     "plot_maps": "views.plot",
     "plot_peaks": "views.plot",
+    "plot_grains": "views.plot",
+    "plot_points": "views.plot",
+    "group_grains": "science.grains",
     "LiveProgress": "views.progress",
     "LiveMap": "views.live_map",
+    "LiveGrains": "views.live_grains",
     "FrameError": "errors",
     "StreamCrystalError": "errors",
 }

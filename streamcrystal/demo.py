@@ -16,10 +16,10 @@ from .documents.tally import RunTally
 from .graph.files import load_pipeline
 from .science.frames import process_frames
 from .science.peaks import noise_minmass
-from .sim import CrystalRod, simulate_scan
+from .sim import CrystalRod, GrainMatch, score_grains, simulate_scan
 from .storage.catalog import catalog, default_catalog_path, raw_data_dir
 from .storage.writeback import catalog_writer
-from .views.plot import plot_maps
+from .views.plot import plot_grains, plot_maps
 from .views.progress import LiveProgress
 
 __all__ = ["DemoReport", "demo", "match_grains"]
@@ -27,13 +27,20 @@ __all__ = ["DemoReport", "demo", "match_grains"]
 
 @dataclass
 class DemoReport:
-    """What the demo did and found: the analysis run's tally, the grains' overlaps, the files."""
+    """What the demo did and found: the analysis run's tally, the grains against the truth, the files.
+
+    ``grain_iou`` is per simulated grain the best IoU of one particle's map (one Bragg peak)
+    with the grain's footprint; ``grains`` matches the grains found (peaks grouped by their
+    maps) with the simulated ones.
+    """
 
     tally: RunTally
     catalog: str
     n_linked: int
     events_per_second: float
     grain_iou: list[float]
+    grains: list[GrainMatch] = field(default_factory=list)
+    n_grains_found: int = 0
     files: list[Path] = field(default_factory=list)
 
     @property
@@ -47,7 +54,11 @@ class DemoReport:
             f"  {self.tally.line()}\n"
             f"  {self.events_per_second:.1f} events/s, live with the RunEngine; {self.n_linked} particles linked, "
             f"{self.tally.particles} mapped (seen on enough grid points)\n"
-            f"  simulated grains  {len(self.grain_iou)}; best map overlap (IoU) per grain: {ious}"
+            f"  simulated grains  {len(self.grain_iou)}; best map overlap (IoU) per grain: {ious}\n"
+            f"  grains found {self.n_grains_found} (Bragg peaks grouped by their maps), "
+            f"{sum(m.exact for m in self.grains)} of {len(self.grains)} simulated grains exactly "
+            "(found once, with all their peaks and no other):\n"
+            + "\n".join(f"    {m.line()}" for m in self.grains)
         )
 
 
@@ -81,6 +92,9 @@ def demo(
 ) -> DemoReport:
     """Simulate, map live, write figures and tables to ``output``; returns a :class:`DemoReport`.
 
+    ``output`` gets ``crystal_maps.png`` (one map per Bragg peak), ``grains.png`` (the
+    grain-label map and one map per grain), ``pipeline.png`` and the tables as CSV.
+
     The pipeline is ``pipelines/peak_tracking.py`` (the seed's parameters, ``memory="grid"``)
     with three choices a user makes for a sample: ``minmass`` (default: twice the strongest
     noise maximum of two empty-point exposures, :func:`default_minmass`), ``maxsize`` (3 px:
@@ -109,7 +123,7 @@ def demo(
                              "give minmass (--minmass) explicitly")
         minmass = default_minmass(rod, parameters)
     pipe = pipeline_file.make_pipeline(subtrahend=background, minmass=minmass, maxsize=maxsize, min_frames=min_frames)
-    live = LiveProgress(total=grid_shape[0] * grid_shape[1], disable=not progress, desc="grid points")
+    live = LiveProgress(total=grid_shape[0] * grid_shape[1], disable=not progress, desc="grid points", pipeline=pipe)
     pipe.subscribe(live)
     db = catalog(catalog_path, uri=uri, api_key=api_key)
     pipe.subscribe(catalog_writer(db))
@@ -131,6 +145,11 @@ def demo(
     figure = plot_maps(results.maps)
     figure.savefig(output / "crystal_maps.png", dpi=110)
     files.append(output / "crystal_maps.png")
+    if results.grain_maps is not None and results.grain_maps.sizes["grain"]:
+        figure = plot_grains(results.grain_labels, results.grain_maps,
+                             title=f"{len(results.particles)} Bragg peaks")
+        figure.savefig(output / "grains.png", dpi=110)
+        files.append(output / "grains.png")
     pipe.visualize(str(output / "pipeline.png"))  # graphviz's layout if 'dot' is installed, else matplotlib's
     files.append(output / "pipeline.png")
 
@@ -140,6 +159,9 @@ def demo(
         n_linked=int(results.tracks["particle"].nunique()) if len(results.tracks) else 0,
         events_per_second=live.latest.events / elapsed,
         grain_iou=match_grains(results.maps.values, [g.footprint for g in truth.grains]),
+        grains=score_grains(truth, results.particles, results.grains,
+                            {int(g): results.grain_maps.sel(grain=g).values for g in results.grain_maps["grain"].values}),
+        n_grains_found=int(results.grain_maps.sizes["grain"]),
         files=files,
     )
 

@@ -124,7 +124,13 @@ def test_demo_command_maps_every_grain_and_writes_its_files(tmp_path):
     ious = [float(v) for v in re.search(r"IoU\) per grain: (.*)", done.stdout).group(1).split(", ")]
     assert len(ious) == 2 and min(ious) >= 0.8, done.stdout
     assert "INFO" not in done.stderr  # trackpy's per-frame log lines are silenced
-    for name in ("features.csv", "tracks.csv", "frames.csv", "particles.csv", "crystal_maps.png", "pipeline.png"):
+    grains = re.findall(r"simulated grain (\d+): grain (\d+), peaks (\d+) of (\d+), (\d+) other, map IoU ([\d.]+)",
+                        done.stdout)
+    assert [int(g[0]) for g in grains] == [0, 1], done.stdout  # each simulated grain found once ...
+    assert len({g[1] for g in grains}) == 2 and all(g[2] == g[3] and g[4] == "0" for g in grains)  # ... exactly
+    assert min(float(g[5]) for g in grains) >= 0.9
+    for name in ("features.csv", "tracks.csv", "frames.csv", "particles.csv", "crystal_maps.png", "grains.png",
+                 "pipeline.png"):
         assert (output / name).stat().st_size > 0, name
     import matplotlib.image
 
