@@ -141,12 +141,14 @@ def _key(column: str) -> dict:
 
 
 def data_keys(stream: str, *, feature_columns: Iterable[str] = feature_columns(), dimensions: Iterable[str] = (),
-              grid_shape=(), grid_dims=()) -> dict:
+              grid_shape=(), grid_dims=(), max_members: int = 1) -> dict:
     """The event-model ``data_keys`` of an analysis run's ``stream``.
 
     ``feature_columns`` are those of the ``features`` and ``tracks`` streams; ``dimensions``
     the scan's position fields (columns of ``frames`` and ``points``); ``grid_shape`` and
-    ``grid_dims`` the shape and dimension names of a ``maps`` or ``grains`` stream's ``map``.
+    ``grid_dims`` the shape and dimension names of a ``maps`` or ``grains`` stream's ``map``;
+    ``max_members`` the length of a ``grains`` event's ``particles`` (its member particles,
+    padded with -1 to the largest grain's count: event-model arrays have one shape per stream).
 
     Examples
     --------
@@ -170,6 +172,9 @@ def data_keys(stream: str, *, feature_columns: Iterable[str] = feature_columns()
         keys = {column: _key(column) for column in (PARTICLE_DTYPES if stream == "maps" else GRAIN_DTYPES)}
         keys["map"] = {"dtype": "array", "shape": list(grid_shape), "dtype_numpy": "<f8", "dims": list(grid_dims),
                        "source": _SOURCE}
+        if stream == "grains":
+            keys["particles"] = {"dtype": "array", "shape": [int(max_members)], "dtype_numpy": "<i8",
+                                 "source": _SOURCE}
         return keys
     else:
         raise ValueError(f"no stream {stream!r} in an analysis run; valid streams: {list(STREAMS)}")

@@ -212,11 +212,18 @@ class AnalysisRun:
 
     def _grains(self, analysis: RunAnalysis) -> list[tuple[str, dict]]:
         grid, grains = analysis.grid, analysis.grains
-        docs = self._descriptor("grains", self._keys("grains", grid_shape=grid["shape"], grid_dims=grid["dims"]))
         table = grains.table.reset_index()
+        members = [tuple(int(p) for p in particles) for particles in table.get("particles", [])]
+        width = max(map(len, members), default=1)
+        docs = self._descriptor("grains", self._keys("grains", grid_shape=grid["shape"], grid_dims=grid["dims"],
+                                                     max_members=width))
         columns = list(GRAIN_DTYPES)
-        for row, grain_map in zip(table.reindex(columns=columns).itertuples(index=False), grains.maps):
-            docs.append(self._event("grains", {**dict(zip(columns, row)), "map": grain_map.reshape(grid["shape"])}))
+        for row, grain_map, particles in zip(table.reindex(columns=columns).itertuples(index=False), grains.maps,
+                                             members):
+            padded = np.full(width, -1, np.int64)
+            padded[:len(particles)] = particles
+            docs.append(self._event("grains", {**dict(zip(columns, row)), "particles": padded,
+                                               "map": grain_map.reshape(grid["shape"])}))
         return docs
 
     def _stop(self, raw_stop: Mapping, problems, failure: str | None) -> dict:

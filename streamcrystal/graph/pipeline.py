@@ -357,8 +357,10 @@ def peak_tracking(
     Per raw event of ``stream_name``: average its frames, subtract the background, clip
     negatives, ``trackpy.locate`` the Bragg peaks (emitted at once), place the event where the
     sample was (the motor positions it records) and link its peaks to the particles so far
-    (emitted at once). At the run's stop: one crystal map per particle, on the scan's grid
-    (or over its points, for a scan that is not a grid).
+    (emitted at once, ``tracks`` stream). At the run's stop: one crystal map per particle, on
+    the scan's grid (or over its points, for a scan that is not a grid), and the grains that
+    group them (``maps`` and ``grains`` streams). :meth:`Pipeline.results` answers during the
+    run too.
 
     Parameters
     ----------
@@ -373,7 +375,9 @@ def peak_tracking(
     percentile, separation
         trackpy.locate's keywords (``separation`` default: ``diameter + 1``).
     search_range : float
-        trackpy.link's largest displacement (pixels) between linked frames.
+        The largest detector distance (pixels) between two linked peaks: of neighbouring
+        sample points (``linking="sample"``: a pixel or two suffice, 5 is the pipeline
+        file's) or of frames in scan order (``linking="trackpy"``, trackpy.link's meaning).
     intensity : str
         The feature column filled into the crystal maps (``"mass"``, ``"signal"``, ...).
     min_frames : int
@@ -389,12 +393,11 @@ def peak_tracking(
         trackpy's features, its numba kernels compiled or loaded from numba's cache here, at
         construction, not on the first event) or ``"trackpy"``.
     locate_kwargs, link_kwargs : dict, optional
-        More keywords of ``trackpy.locate`` / ``trackpy.link``. Linking follows scan
-        order, so a grain spanning several rows of the grid reappears after a gap of up to
-        one row (two when the fast axis snakes): set ``memory``, or ``memory="grid"`` for
-        the gap of each run's own grid (:func:`~streamcrystal.science.maps.scan_memory`: points
-        per row - 1, or 2 x points per row - 2 when snaking), else one grain becomes one
-        particle per row.
+        More keywords of ``trackpy.locate`` / ``trackpy.link`` (the latter with
+        ``linking="trackpy"`` only). Scan-order linking sees a grain spanning several rows of
+        the grid again after a gap of up to one row (two when the fast axis snakes): set
+        ``memory``, or ``memory="grid"`` for the longest scan-order gap between neighbours of
+        each run's planned grid, else one grain becomes one particle per row.
     handler_registry, root_map
         For Resource/Datum external data (default: area-detector HDF5).
     keep_results : int
@@ -449,10 +452,12 @@ def peak_tracking(
 
     Examples
     --------
-    >>> pipe = peak_tracking("dexela_image", diameter=15, percentile=80, separation=100,
-    ...                      search_range=50, memory=12)
-    >>> pipe.parameters["link_kwargs"]
-    {'memory': 12}
+    >>> pipe = peak_tracking("dexela_image", diameter=15, percentile=80, separation=100, search_range=5)
+    >>> pipe.parameters["linking"], pipe.parameters["search_range"]
+    ('sample', 5.0)
+    >>> seed = peak_tracking("dexela_image", diameter=15, search_range=50, linking="trackpy", memory="grid")
+    >>> seed.parameters["link_kwargs"]
+    {'memory': 'grid'}
     >>> docs = []
     >>> token = pipe.subscribe(lambda name, doc: docs.append(name))
     >>> "locate" in pipe.nodes

@@ -12,7 +12,7 @@ import xarray as xr
 from ..records import RunAnalysis
 from ..science.maps import maps_to_xarray
 
-__all__ = ["RunResults", "ResultStore", "maps_as_xarray"]
+__all__ = ["RunResults", "ResultStore", "maps_as_xarray", "grid_coords"]
 
 
 @dataclass(frozen=True)
@@ -90,15 +90,15 @@ class RunResults:
                                      "grain": grains.labels, "reflection": grains.reflections})
         grain_maps = xr.DataArray(grains.maps.reshape(len(grains.maps), *maps.shape[1:]),
                                   dims=("grain", *maps.dims[1:]), name="grain_map",
-                                  coords={"grain": grains.table.index.to_numpy(), **_grid_coords(maps)})
+                                  coords={"grain": grains.table.index.to_numpy(), **grid_coords(maps)})
         labels = xr.DataArray(grains.label_map.reshape(maps.shape[1:]), dims=maps.dims[1:], name="grain",
-                              coords=_grid_coords(maps))
+                              coords=grid_coords(maps))
         return cls(analysis.run_uid, analysis.features, analysis.frames, analysis.tracks, analysis.particles, maps,
                    analysis.problems, analysis.failure, points, dict(analysis.placement), complete, per_particle,
                    grains.table, grain_maps, labels)
 
 
-def _grid_coords(maps: xr.DataArray) -> dict:
+def grid_coords(maps: xr.DataArray) -> dict:
     """The coordinates of the maps' grid (or points), without those along ``particle``."""
     return {name: coord for name, coord in maps.coords.items() if "particle" not in coord.dims}
 

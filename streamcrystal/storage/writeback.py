@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 from event_model import unpack_event_page
 
 from ..documents.hdf5 import HDF5Appender
-from ..graph.results import RunResults, maps_as_xarray
-from ..schema import FRAME_DTYPES, PARTICLE_DTYPES, STREAMS, typed
+from ..graph.results import RunResults, grid_coords, maps_as_xarray
+from ..schema import FRAME_DTYPES, GRAIN_DTYPES, PARTICLE_DTYPES, STREAMS, typed
+from ..science.grains import grain_label_map
 from ..science.maps import grid_of, maps_to_xarray
 from .catalog import raw_data_dir
 from .jsonl import JsonlWriter
@@ -261,8 +263,33 @@ def load_results(db, raw_uid: str, stage: str = "peak_tracking"):
             maps = np.zeros((0, *(raw_start.get("shape") or [len(frames)])))
         extents, dim_names = _grid(raw_start, maps.shape[1:])
         array = maps_to_xarray(particles, maps, extents=extents, dims=dim_names)
-    return RunResults(raw_uid, tables["features"], frames, tables["tracks"], particles, array, problems, failure,
-                      points, placement, complete=bool(stop))
+    results = RunResults(raw_uid, tables["features"], frames, tables["tracks"], particles, array, problems, failure,
+                         points, placement, complete=bool(stop))
+    return _with_grains(results, run, tables["grains"])
+
+
+def _with_grains(results: RunResults, run, table: pd.DataFrame) -> RunResults:
+    """The stored grains: the ``maps`` stream's ``grain`` of each particle, the ``grains`` stream's
+    table (its ``particles`` without the -1 padding) and maps; the label map made again from
+    them. (Which fragments are one reflection is not stored: ``grains`` has no ``reflection``.)"""
+    if "grains" not in run or "grain" not in results.particles.columns:
+        return results
+    maps = results.maps
+    grain_table = typed(table, GRAIN_DTYPES) if len(table) else typed(pd.DataFrame(columns=list(GRAIN_DTYPES)),
+                                                                        GRAIN_DTYPES)
+    if len(table):
+        members = np.asarray(run["grains"]["particles"].read()).reshape(len(table), -1)
+        values = np.asarray(run["grains"]["map"].read(), dtype=np.float64).reshape(len(table), *maps.shape[1:])
+    else:
+        members, values = np.zeros((0, 0), np.int64), np.zeros((0, *maps.shape[1:]))
+    grain_table = grain_table.assign(particles=[tuple(int(p) for p in row if p >= 0) for row in members])
+    grain_table = grain_table.set_index("grain")[["particles", "n_reflections", "n_particles", "footprint"]]
+    coords = grid_coords(maps)
+    grain_maps = xr.DataArray(values, dims=("grain", *maps.dims[1:]), name="grain_map",
+                              coords={"grain": grain_table.index.to_numpy(), **coords})
+    labels = xr.DataArray(grain_label_map(values), dims=maps.dims[1:], name="grain", coords=coords)
+    per_particle = results.particles[["particle", "grain"]].reset_index(drop=True)
+    return replace(results, grains=per_particle, grain_table=grain_table, grain_maps=grain_maps, grain_labels=labels)
 
 
 def _merged(tracks: pd.DataFrame, relabels: pd.DataFrame) -> pd.DataFrame:
@@ -295,7 +322,7 @@ def _table(run, stream: str) -> pd.DataFrame:
     if stream not in run:
         return pd.DataFrame()
     node = run[stream]
-    columns = [key for key in node if key not in ("time", "seq_num", "map") and not key.startswith("ts_")]
+    columns = [key for key in node if key not in ("time", "seq_num", "map", "particles") and not key.startswith("ts_")]
     return pd.DataFrame({key: np.asarray(node[key].read()) for key in columns})
 
 

@@ -55,6 +55,14 @@ def assert_same_results(a, b):
     np.testing.assert_array_equal(a.maps.values, b.maps.values)
     for dim in a.maps.dims[1:]:
         np.testing.assert_allclose(a.maps[dim].values, b.maps[dim].values)
+    # the grains: each particle's, the table (members, counts), the maps and the label map
+    pdt.assert_frame_equal(a.grains[["particle", "grain"]].reset_index(drop=True),
+                           b.grains[["particle", "grain"]].reset_index(drop=True), check_dtype=False)
+    columns = ["particles", "n_reflections", "n_particles", "footprint"]
+    pdt.assert_frame_equal(a.grain_table[columns], b.grain_table[columns], check_dtype=False)
+    np.testing.assert_array_equal(a.grain_maps.values, b.grain_maps.values)
+    np.testing.assert_array_equal(a.grain_labels.values, b.grain_labels.values)
+    assert a.grain_maps.dims == b.grain_maps.dims and len(a.grain_table) >= 1
 
 
 def test_raw_frames_are_external_and_read_back_equal_to_what_the_detector_took(stored):

@@ -47,9 +47,9 @@ def test_maps_are_in_the_file_when_the_stop_goes_downstream(tmp_path, analysis_d
     resources, datums, seen = {}, [], {}
 
     def downstream(name, doc):
-        if name == "stream_resource":
+        if name == "stream_resource" and doc["data_key"] == "map":  # (a grain's member particles are arrays too)
             resources[doc["uid"]] = (doc["uri"].removeprefix("file://localhost"), doc["parameters"]["dataset"])
-        elif name == "stream_datum":
+        elif name == "stream_datum" and doc["stream_resource"] in resources:
             path, dataset = resources[doc["stream_resource"]]
             datums.append((path, dataset, doc["indices"]["start"]))
         elif name == "stop":  # what a reader of the catalog sees once the run is closed
