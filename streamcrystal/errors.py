@@ -17,6 +17,7 @@ __all__ = [
     "PipelineClosedError",
     "ClientClosedError",
     "MessageError",
+    "SharedFramesError",
 ]
 
 
@@ -109,3 +110,37 @@ class MessageError(StreamCrystalError, ValueError):
         self.problem = problem
         self.name = name
         super().__init__(problem if name is None else f"{problem} (a message named {name!r})")
+
+
+class SharedFramesError(StreamCrystalError, RuntimeError):
+    """A Dask worker cannot map the shared memory segment that holds an event's frames.
+
+    The worker is on another host than the client, or in another container (another
+    ``/dev/shm``), or the segment was released. The pipeline sends the event again by Dask's
+    own transfer and stops using shared memory.
+
+    Parameters
+    ----------
+    name : str
+        The segment's name.
+    host : str
+        The worker's host name.
+    reason : str
+        Why it could not be mapped.
+
+    Examples
+    --------
+    >>> str(SharedFramesError("sc_0123456789ab", "node7", "FileNotFoundError: no such file"))
+    "worker on host 'node7' cannot map shared memory segment 'sc_0123456789ab' (FileNotFoundError: no such file): it does not share the client's /dev/shm (another machine or container); the frames are sent by Dask's transfer instead (DaskFrames(client, shared_memory=False) to always do so)"
+    """
+
+    def __init__(self, name: str, host: str, reason: str) -> None:
+        self.name = name
+        self.host = host
+        self.reason = reason
+        super().__init__(f"worker on host {host!r} cannot map shared memory segment {name!r} ({reason}): it does not "
+                         "share the client's /dev/shm (another machine or container); the frames are sent by Dask's "
+                         "transfer instead (DaskFrames(client, shared_memory=False) to always do so)")
+
+    def __reduce__(self):  # raised on a worker, unpickled in the client
+        return (type(self), (self.name, self.host, self.reason))

@@ -39,6 +39,19 @@ def _plain(value):
     return value
 
 
+def _column_values(values, n: int) -> list:
+    """``n`` plain Python values of a column: a pandas or numpy column, or one scalar for every row."""
+    if isinstance(values, pd.Series):
+        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":
+            return values.to_numpy().tolist()
+        return [_plain(value) for value in values.tolist()]
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "biuf":
+        return values.tolist()
+    if np.ndim(values) == 0:
+        return [_plain(values.item() if isinstance(values, np.generic) else values)] * n
+    return [_plain(value) for value in values]
+
+
 def derived_run_metadata(raw_start: Mapping) -> dict:
     """Keys a derived run copies from its raw run, so bluesky's live views can show it.
 
@@ -98,6 +111,7 @@ class AnalysisRun:
         self._composers: dict[str, event_model.ComposeDescriptorBundle] = {}
         self._readings = 0
         self._latencies: list[float] = []
+        self._columns: dict[str, list[str]] = {}  # the data keys of the features and tracks streams
 
     @property
     def uid(self) -> str:
@@ -114,9 +128,10 @@ class AnalysisRun:
             keys = {key: spec for key, spec in keys.items() if key not in ("reading", "point") or key in self._where}
         return keys
 
-    def _event(self, stream: str, data: dict) -> tuple[str, dict]:
+    def _event(self, stream: str, data: dict, *, plain: bool = False) -> tuple[str, dict]:
         now = ttime.time()
-        data = {key: _plain(value) for key, value in data.items()}
+        if not plain:  # ``plain``: the values are Python scalars already
+            data = {key: _plain(value) for key, value in data.items()}
         # Not validated here: jsonschema costs ~0.7 ms an event and a noisy frame has hundreds
         # of features; the keys come from our own descriptor, and the tests validate every
         # document the pipeline emits against event-model's schemas.
@@ -130,9 +145,22 @@ class AnalysisRun:
         return docs
 
     def _features(self, stream: str, features: pd.DataFrame, extra: Mapping) -> list[tuple[str, dict]]:
-        columns = list(self._keys(stream))
-        table = features.assign(**extra).reindex(columns=columns)
-        return [self._event(stream, dict(zip(columns, row))) for row in table.itertuples(index=False)]
+        """One event per row of ``features`` (``extra``: more columns, scalars or one value per row).
+
+        Column by column (``tolist`` makes plain Python values, as :func:`_plain` would): the
+        same events as ``features.assign(**extra).reindex(columns=...).itertuples()``, at a
+        tenth of the cost, which was most of the client's CPU per event with a Dask cluster.
+        """
+        columns = self._columns.get(stream)
+        if columns is None:
+            columns = self._columns[stream] = list(self._keys(stream))
+        n = len(features)
+        if n == 0:
+            return []
+        values = [_column_values(extra[column] if column in extra else
+                                 features[column] if column in features.columns else np.nan, n)
+                  for column in columns]
+        return [self._event(stream, dict(zip(columns, row)), plain=True) for row in zip(*values)]
 
     def _frames_row(self, result: FrameResult, reading: int, point: int, position=(), superseded=False,
                     latency: float = float("nan")) -> dict:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,20 +57,23 @@ from distributed.client import FutureCancelledError
 from streamz import Stream
 from streamz.dask import buffer as _dask_buffer
 from streamz.dask import gather as _dask_gather
+from streamz.dask import map as _dask_map
 from streamz.dask import scatter as _dask_scatter
 from tornado import gen
 from tornado.locks import Lock
 
-from ..errors import ClientClosedError, PipelineClosedError
+from ..errors import ClientClosedError, PipelineClosedError, SharedFramesError
 from ..records import FrameResult, FrameTask, Routed, log_skipped, replace
+from .shared import SharedFrames, SharedSegments, can_share, mapped, shared_memory_hosts
 from .steps import locate_step, process_step, skipped_result
 
-__all__ = ["DaskFrames", "InFlight", "ScatterFrames", "BufferFrames", "GatherResults", "WorkerResult", "SHARED",
-           "process_on_worker", "locate_on_worker"]
+__all__ = ["DaskFrames", "InFlight", "ScatterFrames", "SubmitFrames", "BufferFrames", "GatherResults", "WorkerResult",
+           "SHARED", "process_on_worker", "locate_on_worker"]
 
 logger = logging.getLogger("streamcrystal")
 
 _CARRIED = "streamcrystal item"  # the metadata key under which an item rides along its future
+_SENT = "streamcrystal sent"  # ... and what was sent for it (frames in shared memory, the background shared)
 
 
 # -- on the workers ------------------------------------------------------------------------
@@ -142,8 +146,27 @@ def _on_worker(step: Callable, item, background, kwargs) -> WorkerResult:
     if isinstance(item, FrameTask) and isinstance(item.background, SharedBackground):
         item = replace(item, background=background)
     with _captured_log() as records:
-        result = step(item, **kwargs)
+        if isinstance(item, FrameTask) and isinstance(item.frames, SharedFrames):
+            result = _on_shared_frames(step, item, kwargs)
+        else:
+            result = step(item, **kwargs)
     return WorkerResult(result, log + tuple(records))
+
+
+def _on_shared_frames(step: Callable, item: FrameTask, kwargs):
+    """``step`` on a task whose frames are in a shared memory segment of this host, mapped meanwhile.
+
+    What the step returns must not point into the segment once it is closed: an image that is
+    a view of the frames (a custom step's) is copied.
+    """
+    with mapped(item.frames) as frames:
+        result = step(replace(item, frames=frames), **kwargs)
+        if isinstance(result, FrameTask):
+            kept = {name: np.array(value) for name in ("frames", "image")
+                    if isinstance(value := getattr(result, name), np.ndarray) and np.may_share_memory(value, frames)}
+            result = replace(result, **kept) if kept else result
+        del frames
+    return result
 
 
 def process_on_worker(item, *, process: Callable = process_step, background: np.ndarray | None = None,
@@ -152,6 +175,8 @@ def process_on_worker(item, *, process: Callable = process_step, background: np.
 
     A task whose background is :data:`SHARED` gets ``background``: the pipeline's
     subtrahend or the run's dark mean, sent to each worker once rather than with every frame.
+    A task whose frames are :class:`~streamcrystal.graph.shared.SharedFrames` maps them from
+    the client's shared memory segment for the time of the step (:func:`~.shared.mapped`).
     A stop's or problem document's :class:`Place` passes unchanged.
 
     Examples
@@ -204,13 +229,18 @@ class InFlight(Stream):
     order. Here the next item enters only once the previous one is in the buffer, so the
     channel stays first-in first-out.
 
-    ``prepare(item)`` (a coroutine) gives what is scattered: a task's background is sent
-    to the workers once, not with every frame; a document, only its :class:`Place`.
+    ``prepare(item)`` (a coroutine) gives what is sent: a task's background is sent to the
+    workers once, not with every frame; frames of this host's workers go into a shared memory
+    segment; a document sends only its :class:`Place`. The item and what was sent for it ride
+    along in the metadata; ``release(sent)`` frees what ``prepare`` made if the item cannot
+    enter the channel.
     """
 
-    def __init__(self, upstream: Stream, *, flight: _Flight, prepare: Callable, **kwargs) -> None:
+    def __init__(self, upstream: Stream, *, flight: _Flight, prepare: Callable, release: Callable = lambda sent: None,
+                 **kwargs) -> None:
         self.flight = flight
         self.prepare = prepare
+        self.release = release
         self._turn = Lock()  # tornado's: waiters are served first come, first served
         super().__init__(upstream, **kwargs)
 
@@ -219,25 +249,36 @@ class InFlight(Stream):
         with (yield self._turn.acquire()):
             self.flight.enter()
             try:
-                scattered = yield self.prepare(x)
+                sent = yield self.prepare(x)
             except Exception as err:  # the background could not be sent: the frame carries it
                 logger.warning("run %s seq_num %s: background not shared (%s: %s); sent with the frame",
                                *_where(x), type(err).__name__, err)
-                scattered = x
+                sent = x
             try:
-                result = yield self._emit(scattered, metadata=[*(metadata or []), {_CARRIED: x}])
+                result = yield self._emit(sent, metadata=[*(metadata or []), {_CARRIED: x, _SENT: sent}])
             except Exception:  # not in the channel (the client is closed, say): a flush must not wait for it
+                self.release(sent)
                 self.flight.leave()
                 raise
         raise gen.Return(result)
 
 
-class ScatterFrames(_dask_scatter):
-    """streamz's ``scatter``, on an explicit client, tried again when a worker dies meanwhile.
+def _heavy(item) -> bool:
+    """Whether ``item`` holds arrays (frames shipped, a background not shared): scattered, not put in a task."""
+    return isinstance(item, FrameTask) and (isinstance(item.frames, np.ndarray) or isinstance(item.background, np.ndarray)
+                                            or isinstance(item.frames, (list, tuple)))
 
-    streamz's own scatter raises into ``emit`` when the worker it sends to is dying: the
-    event would be lost. Here the item is sent again (to a live worker) up to ``attempts``
-    times, a moment apart, before the error goes up.
+
+class ScatterFrames(_dask_scatter):
+    """streamz's ``scatter``, on an explicit client, for the items that hold arrays; tried again
+    when a worker dies meanwhile.
+
+    An item without arrays (frames by reference, in a shared memory segment, or a document's
+    :class:`Place`) passes unchanged: it travels inside its task (a few hundred bytes), which
+    saves a round trip to a worker and one to the scheduler per event. streamz's own scatter
+    raises into ``emit`` when the worker it sends to is dying: the event would be lost. Here
+    the item is sent again (to a live worker) up to ``attempts`` times, a moment apart,
+    before the error goes up.
     """
 
     def __init__(self, upstream: Stream, *, client: Client, attempts: int = 3, **kwargs) -> None:
@@ -247,6 +288,9 @@ class ScatterFrames(_dask_scatter):
 
     @gen.coroutine
     def update(self, x, who=None, metadata=None):
+        if not _heavy(x):
+            result = yield self._emit(x, metadata=metadata)
+            raise gen.Return(result)
         self._retain_refs(metadata)
         try:
             for attempt in range(1, self.attempts + 1):
@@ -265,6 +309,31 @@ class ScatterFrames(_dask_scatter):
         finally:
             self._release_refs(metadata)
         raise gen.Return(result)
+
+
+class SubmitFrames(_dask_map):
+    """streamz.dask's ``map``, on an explicit client: one task per item, ``func(item, **kwargs)``.
+
+    Unlike streamz's node, it does not look up ``default_client()`` nor hash the task's
+    arguments for a key (``pure=False``: each event is a new task), a document's
+    :class:`Place` passes without a task (``gather`` emits the document itself), and a task
+    whose frames are in a shared memory segment runs only on a worker of this host
+    (``restrict(item)`` gives the hosts, or None for anywhere).
+    """
+
+    def __init__(self, upstream: Stream, func: Callable, *, client: Client, restrict: Callable = lambda sent: None,
+                 **kwargs) -> None:
+        self.client = client
+        self.restrict = restrict
+        super().__init__(upstream, func, **kwargs)
+
+    def update(self, x, who=None, metadata=None):
+        if isinstance(x, Place):
+            return self._emit(x, metadata=metadata)
+        hosts = self.restrict(_carried(metadata, _SENT))
+        where = {} if hosts is None else {"workers": hosts, "allow_other_workers": False}
+        future = self.client.submit(self.func, x, **self.kwargs, pure=False, **where)
+        return self._emit(future, metadata=metadata)
 
 
 _CLOSE = object()  # put in the buffer to end its loop
@@ -288,8 +357,9 @@ class BufferFrames(_dask_buffer):
             self._release_refs(metadata)
 
 
-def _carried(metadata) -> Any:
-    return next((m[_CARRIED] for m in metadata or [] if _CARRIED in m), None)
+def _carried(metadata, key: str = _CARRIED) -> Any:
+    """The item (or, with ``key=_SENT``, what was sent for it) that rides along in ``metadata``."""
+    return next((m[key] for m in metadata or [] if key in m), None)
 
 
 class GatherResults(_dask_gather):
@@ -297,17 +367,21 @@ class GatherResults(_dask_gather):
 
     For each future it gathers a :class:`WorkerResult`, logs its log lines and emits its
     result. A future cancelled because its data went with a worker that died is resubmitted
-    (``resubmit(item)`` returns a new future; at most ``attempts`` tries); any other error (a
-    task that killed ``distributed.scheduler.allowed-failures`` workers, say) makes a skipped
-    frame, logged with its run uid and ``seq_num``; an error downstream is logged. Every
-    item leaves the segment (``flight.leave``), so a flush never waits for good.
+    (``resubmit(item, sent, ship)`` returns a new future; at most ``attempts`` tries), and so
+    is a task whose worker could not map its shared memory segment (then with the frames
+    shipped: ``ship=True``); any other error (a task that killed
+    ``distributed.scheduler.allowed-failures`` workers, say) makes a skipped frame, logged
+    with its run uid and ``seq_num``; an error downstream is logged. Every item leaves the
+    segment (``flight.leave``), so a flush never waits for good, and what was made for it
+    (a shared memory segment) is released then (``release(sent)``).
     """
 
-    def __init__(self, upstream: Stream, *, client: Client, resubmit: Callable, flight: _Flight, attempts: int = 3,
-                 **kwargs) -> None:
+    def __init__(self, upstream: Stream, *, client: Client, resubmit: Callable, flight: _Flight,
+                 release: Callable = lambda sent: None, attempts: int = 3, **kwargs) -> None:
         self.client = client
         self.resubmit = resubmit
         self.flight = flight
+        self.release = release
         self.attempts = attempts
         super().__init__(upstream, **kwargs)
 
@@ -315,9 +389,10 @@ class GatherResults(_dask_gather):
     def update(self, x, who=None, metadata=None):
         metadata = metadata or []
         self._retain_refs(metadata)
-        item = _carried(metadata)
+        item, sent = _carried(metadata), _carried(metadata, _SENT)
         try:
-            result = yield self._gather(x, item)
+            result = yield self._gather(x, item, sent)
+            self.release(sent)  # the result is here: the frames' segment may go before the nodes after gather run
             out = []
             try:
                 if result is not None:  # None: an item that did not enter through in_flight, logged
@@ -326,24 +401,27 @@ class GatherResults(_dask_gather):
             except Exception:  # a subscriber that raises must not stop the stream
                 logger.exception("run %s seq_num %s: the nodes after gather failed", *_where(item))
         finally:
+            self.release(sent)
             self._release_refs(metadata)
             self.flight.leave()
         raise gen.Return(out)
 
-    async def _gather(self, future, item):
+    async def _gather(self, future, item, sent):
         if isinstance(item, Routed):
             return item  # a stop or a problem: its place in the channel was all that travelled
+        ship = False
         for attempt in range(1, self.attempts + 1):
             try:
                 if future is None:
-                    future = await self.resubmit(item)
+                    future = await self.resubmit(item, sent, ship)
                 outcome = await self.client.gather(future, asynchronous=True)
                 for level, message in outcome.log:
                     logger.log(level, message)
                 return outcome.result
-            except (FutureCancelledError, OSError) as err:  # its data went with a worker that died
-                if item is None or attempt == self.attempts:
+            except (FutureCancelledError, OSError, SharedFramesError) as err:  # its data went with a dead worker,
+                if item is None or attempt == self.attempts:                   # or it cannot see our segment
                     return _failed(item, err, attempt)
+                ship = ship or isinstance(err, SharedFramesError)
                 logger.warning("run %s seq_num %s: lost on the cluster (%s: %s); resubmitted",
                                *_where(item), type(err).__name__, err)
                 future = None
@@ -372,16 +450,25 @@ class DaskFrames:
         event loop.
     max_in_flight : int, optional
         The most items (frames, stops) between entering the Dask segment and leaving it;
-        at least 3. Default: twice the cluster's threads, plus one.
+        at least 3. Default: twice the cluster's threads, plus one. It also bounds the shared
+        memory segments (one per frame task in flight).
     process, locate : callable
         The functions of the ``process`` and ``locate`` nodes on the workers (default those of
         :mod:`~streamcrystal.graph.steps`; tests wrap them to slow or fail a frame).
     attempts : int
         How many times a frame lost with a worker is submitted before it is skipped.
+    shared_memory : bool, optional
+        Send frames held in memory (inline event documents) to the workers of this host
+        through shared memory (:mod:`streamcrystal.graph.shared`): written once, mapped by the
+        worker, no copy through a socket. Default (None): when some workers are on this host
+        (their ``host`` in ``scheduler_info()`` is one of this machine's addresses); their tasks
+        then run only there, and frames for a cluster without such workers go by Dask's
+        transfer. False: always Dask's transfer. True: like None, but logs a warning if no
+        worker is on this host.
     """
 
     def __init__(self, client: Client, *, max_in_flight: int | None = None, process: Callable = process_step,
-                 locate: Callable = locate_step, attempts: int = 3) -> None:
+                 locate: Callable = locate_step, attempts: int = 3, shared_memory: bool | None = None) -> None:
         if not isinstance(client, Client):
             raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}; "
                             "make one with streamcrystal.make_client('local:2')")
@@ -395,6 +482,9 @@ class DaskFrames:
         if not isinstance(max_in_flight, (int, np.integer)) or max_in_flight < 3:
             raise ValueError(f"max_in_flight must be an integer >= 3 (one item being gathered, one waiting to enter "
                              f"the buffer, at least one in it), got {max_in_flight!r}")
+        if shared_memory not in (None, True, False):
+            raise ValueError(f"shared_memory must be None (when workers share this host), True or False, "
+                             f"got {shared_memory!r}")
         if not client.direct_to_workers:
             logger.info("the Dask client of %s sends each frame to the workers through the scheduler; "
                         "Client(..., direct_to_workers=True) sends it straight (make_client does, for local:N)",
@@ -404,6 +494,11 @@ class DaskFrames:
         self.process = process
         self.locate = locate
         self.attempts = attempts
+        self.shared_memory = shared_memory
+        self.segments = SharedSegments(client)
+        self._hosts: set[str] | None = None  # the workers' hosts that are this machine (None: not looked yet)
+        self._restrict: list[str] | None = None  # those hosts, if some workers are elsewhere
+        self._hosts_seen = 0.0
         self._flight = _Flight()
         self._background = None  # the background array the workers hold now
         self._process_node = None
@@ -411,8 +506,9 @@ class DaskFrames:
         self._closed = False
 
     def describe(self) -> dict:
-        """What a provenance records: the scheduler and the bound."""
-        return {"scheduler": self.client.scheduler.address, "max_in_flight": self.max_in_flight}
+        """What a provenance records: the scheduler, the bound, whether frames go through shared memory."""
+        return {"scheduler": self.client.scheduler.address, "max_in_flight": self.max_in_flight,
+                "shared_memory": self.shared_memory is not False}
 
     def around(self, channel: Stream, locate_options: Mapping, subtrahend: np.ndarray | None, mask=None
                ) -> tuple[Stream, ...]:
@@ -432,20 +528,83 @@ class DaskFrames:
         if subtrahend is not None:  # sent now, so the first frame does not wait for it
             [process_options["background"]] = client.scatter([subtrahend], broadcast=True, hash=False)
             self._background = subtrahend
-        in_flight = InFlight(channel, flight=self._flight, prepare=self._prepare, stream_name="in_flight")
+        if self.shared_memory is not False:
+            self._set_hosts(client.scheduler_info()["workers"])
+        in_flight = InFlight(channel, flight=self._flight, prepare=self._prepare, release=self._release,
+                             stream_name="in_flight")
         scatter = ScatterFrames(in_flight, client=client, attempts=self.attempts, stream_name="scatter")
-        process = scatter.map(process_on_worker, **process_options)
-        locate = process.map(locate_on_worker, **self._locate_options)
+        process = SubmitFrames(scatter, process_on_worker, client=client, restrict=self._hosts_for, **process_options)
+        locate = SubmitFrames(process, locate_on_worker, client=client, **self._locate_options)
         # streamz.dask.map would pass stream_name= on to the task: the nodes are named afterwards
         process.name, locate.name = "process", "locate"
         buffer = BufferFrames(locate, self.max_in_flight - 2, stream_name="buffer")
         gather = GatherResults(buffer, client=client, resubmit=self._resubmit, flight=self._flight,
-                               attempts=self.attempts, stream_name="gather")
+                               release=self._release, attempts=self.attempts, stream_name="gather")
         self._process_node, self._buffer_node = process, buffer
         return in_flight, scatter, process, locate, buffer, gather
 
+    # -- shared memory ------------------------------------------------------------------------
+
+    def _set_hosts(self, workers: Mapping[str, Mapping]) -> None:
+        """Which workers' hosts are this machine (``workers``: ``scheduler_info()["workers"]``)."""
+        self._hosts_seen = time.monotonic()
+        if not workers:
+            return  # no worker yet: look again with a later frame
+        hosts = shared_memory_hosts(workers)
+        everywhere = {info.get("host") for info in workers.values()}
+        self._hosts = hosts
+        self._restrict = sorted(hosts) if hosts and hosts != everywhere else None
+        if self._restrict:
+            logger.info("frames in memory go through shared memory to the workers on %s, the tasks of the others "
+                        "get references only", ", ".join(self._restrict))
+        if not hosts and self.shared_memory:
+            logger.warning("shared_memory=True, but no Dask worker is on this host (workers on %s): frames are sent "
+                           "by Dask's transfer", ", ".join(sorted(map(str, everywhere))))
+
+    async def _look_for_hosts(self) -> None:
+        """Ask the scheduler for its workers if none was known (at most once a second)."""
+        if self._hosts is not None or time.monotonic() - self._hosts_seen < 1.0:
+            return
+        try:
+            identity = await self.client.scheduler.identity(n_workers=-1)
+        except Exception as err:  # the frame goes by Dask's transfer
+            logger.debug("cannot ask the scheduler for its workers: %s", err)
+            self._hosts_seen = time.monotonic()
+            return
+        self._set_hosts(identity.get("workers", {}))
+
+    def _hosts_for(self, sent) -> list[str] | None:
+        """Where the ``process`` task of ``sent`` may run: this host's workers if its frames are shared."""
+        if isinstance(sent, FrameTask) and isinstance(sent.frames, SharedFrames):
+            return self._restrict
+        return None
+
+    def _share(self, item: FrameTask) -> FrameTask:
+        """``item`` with its frames in a new shared memory segment, or as it is (logged once) if none can be made."""
+        try:
+            return replace(item, frames=self.segments.share(item.frames))
+        except OSError as err:
+            if not getattr(self, "_share_failure_logged", False):
+                self._share_failure_logged = True
+                logger.warning("run %s seq_num %s: no shared memory segment for the frames (%s); they are sent by "
+                               "Dask's transfer while this lasts", *_where(item), err)
+            return item
+
+    def _release(self, sent) -> None:
+        """Unlink the shared memory segment made for ``sent``, if any (idempotent)."""
+        if isinstance(sent, FrameTask) and isinstance(sent.frames, SharedFrames):
+            self.segments.release(sent.frames.name)
+
+    def _stop_sharing(self, reason: str) -> None:
+        if self._hosts:
+            logger.warning("frames are sent by Dask's transfer from now on, not through shared memory: %s", reason)
+        self._hosts, self._restrict = set(), None
+
+    # -- what is sent -------------------------------------------------------------------------
+
     async def _prepare(self, item):
-        """What is scattered for ``item``: a task's background is replaced by :data:`SHARED`.
+        """What is sent for ``item``: a task's background is replaced by :data:`SHARED`, frames in
+        memory by :class:`~.shared.SharedFrames` when a worker is on this host.
 
         A background not seen before (a run's new dark mean) is sent to every worker once
         and becomes ``background`` of the ``process`` node, for this task and the next
@@ -454,20 +613,39 @@ class DaskFrames:
         """
         if isinstance(item, Routed):
             return Place(item.name, item.run_uid)
-        if not isinstance(item, FrameTask) or item.problem is not None or item.background is None:
+        if not isinstance(item, FrameTask) or item.problem is not None:
             return item
-        if item.background is not self._background:
-            [future] = await self.client.scatter([item.background], broadcast=True, hash=False, asynchronous=True)
-            self._process_node.kwargs["background"] = future
-            self._background = item.background
-        return replace(item, background=SHARED)
+        if item.background is not None:
+            if item.background is not self._background:
+                [future] = await self.client.scatter([item.background], broadcast=True, hash=False, asynchronous=True)
+                self._process_node.kwargs["background"] = future
+                self._background = item.background
+            item = replace(item, background=SHARED)
+        if self.shared_memory is not False and can_share(item.frames):
+            await self._look_for_hosts()
+            if self._hosts:
+                item = self._share(item)
+        return item
 
-    async def _resubmit(self, item):
-        """Send a lost item again, whole (its background too: the shared copy may be lost)."""
+    async def _resubmit(self, item, sent=None, ship: bool = False):
+        """Send a lost item again, whole (its background too: the shared copy may be lost).
+
+        Its frames go through the same shared memory segment if they went that way (it is the
+        client's, so it outlived the worker), unless ``ship``: the worker could not map it.
+        """
         self._background = None  # share the background anew with the next frame, in case it went too
-        [data] = await self.client.scatter([item], asynchronous=True, hash=False)
+        if ship:
+            self._stop_sharing("a worker could not map a segment")
+        elif self._hosts and isinstance(sent, FrameTask) and isinstance(sent.frames, SharedFrames) \
+                and sent.frames.name in self.segments.names():
+            item = replace(item, frames=sent.frames)
+        data = item
+        if _heavy(item):
+            [data] = await self.client.scatter([item], asynchronous=True, hash=False)
+        hosts = self._hosts_for(item)
+        where = {} if hosts is None else {"workers": hosts, "allow_other_workers": False}
         processed = self.client.submit(process_on_worker, data, process=self.process,
-                                       mask=self._process_node.kwargs.get("mask"), pure=False)
+                                       mask=self._process_node.kwargs.get("mask"), pure=False, **where)
         return self.client.submit(locate_on_worker, processed, **self._locate_options, pure=False)
 
     @contextmanager
@@ -475,11 +653,12 @@ class DaskFrames:
         """The context of ``pipe(name, doc)``: streamz's Dask nodes find this client.
 
         A closed client has stopped its event loop, where the graph runs: rather than wait
-        for good, say so.
+        for good, say so (and release the shared memory segments of the frames it had).
         """
         if self._closed:
             raise PipelineClosedError()
         if self.client.status not in ("running", "connecting"):
+            self.segments.release_all()
             raise ClientClosedError(self.client.status)
         with self.client.as_current():
             yield
@@ -489,7 +668,8 @@ class DaskFrames:
         return self._flight.wait(timeout)
 
     def close(self) -> None:
-        """End the buffer's loop on the client's event loop and let the workers drop the background.
+        """End the buffer's loop on the client's event loop, let the workers drop the background,
+        and unlink the shared memory segments.
 
         Items still in flight are given up; call :meth:`flush` first to keep them.
         """
@@ -501,6 +681,7 @@ class DaskFrames:
             if self.client.status == "running":  # after the items queued before it
                 self.client.loop.add_callback(self._buffer_node.queue.put, (_CLOSE, []))
         self._background = None
+        self.segments.close()
 
     @property
     def in_flight(self) -> int:

@@ -262,7 +262,8 @@ def test_visualize_shows_the_scatter_and_gather_nodes(client, tmp_path):
     assert {"in_flight", "scatter", "process", "locate", "buffer", "gather", "frame_results"} <= set(pipe.nodes)
     pipe.visualize(str(tmp_path / "graph.svg"))
     labels = re.findall(r">\s*([^<>]+?)\s*</text>", (tmp_path / "graph.svg").read_text())
-    for label in ("scatter ScatterFrames", "process map", "locate map", "buffer BufferFrames", "gather GatherResults"):
+    for label in ("scatter ScatterFrames", "process SubmitFrames", "locate SubmitFrames", "buffer BufferFrames",
+                  "gather GatherResults"):
         assert any(found.startswith(label) for found in labels), (label, labels)
     assert ["scatter", "process"] in pipe.provenance["edges"] and ["gather", "frame_results"] in pipe.provenance["edges"]
 

@@ -1,0 +1,189 @@
+"""Benchmark: how many events one client can put through a Dask cluster (issue 16, part 2).
+
+Run ``python -m benchmarks.bench_client`` (``--help`` for options). Small events (512 x 512,
+one uint16 frame each, so the workers are not the limit) go through
+``peak_tracking(client=...)`` with 2 workers, and the benchmark reports, per mode (medians of
+repeats, the modes in turn):
+
+- events/s through the pipeline (``pipe(name, doc)`` for every document of a run, until the
+  stop returns with the run linked and mapped);
+- the client process's CPU per event (all its threads; with ``--cluster local`` that includes
+  the in-process scheduler of the ``LocalCluster``, with ``--cluster cli`` it does not);
+- the CPU per event of the client's event-loop thread, where the graph, scatter and gather run.
+
+Modes: ``serial`` (no cluster, the reference), ``inline`` (the frames in the event documents;
+through shared memory when the workers share this host) and ``HDF5`` (StreamResource/StreamDatum:
+only references travel). Every mode must find the serial pipeline's peaks, or the run stops.
+
+``--cluster cli`` starts ``dask scheduler`` and 2 ``dask worker`` processes from the command
+line on loopback (:mod:`benchmarks.cli_cluster`); ``--cluster tcp://host:port`` uses a running
+scheduler; ``--cluster local`` a ``LocalCluster`` (``make_client("local:2")``).
+``--profile FILE`` writes a cProfile of the client's event-loop thread over one HDF5 run and
+prints where its time goes.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from benchmarks.bench_parallel import hdf5_documents, write_hdf5
+from benchmarks.bench_pipeline import DATA_KEY, raw_documents
+
+SMALL = (512, 512)
+LOCATE = {"diameter": 11, "percentile": 80, "separation": 20}
+
+
+def small_events(shape=SMALL, *, n_distinct: int = 4, n_spots: int = 12, seed: int = 0):
+    """``n_distinct`` one-frame uint16 events of the same spots (new noise each): the peaks link
+    from event to event into ``n_spots`` particles, so the end of a run (maps, grains) stays small
+    and the client's per-event path is what is measured."""
+    rng = np.random.default_rng(seed)
+    rows, cols = shape
+    mean = np.full(shape, 100.0)
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    for r, c in zip(rng.uniform(30, rows - 30, n_spots), rng.uniform(30, cols - 30, n_spots)):
+        mean += rng.uniform(500, 2000) * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / 8.0)
+    events = [np.clip(mean + np.sqrt(mean) * rng.standard_normal((1, *shape)), 0, 65535).astype(np.uint16)
+              for _ in range(n_distinct)]
+    return events, np.full(shape, 100.0)
+
+
+def _loop_thread_id(client) -> int:
+    """The native id of the client's event-loop thread (where the pipeline's graph runs)."""
+    async def native_id():
+        return threading.get_native_id()
+    return client.sync(native_id)
+
+
+def _thread_cpu(native_id: int) -> float:
+    import psutil
+
+    for thread in psutil.Process().threads():
+        if thread.id == native_id:
+            return thread.user_time + thread.system_time
+    return float("nan")
+
+
+def run_once(make_docs, background, *, client=None, profile: cProfile.Profile | None = None):
+    """Feed one run: (seconds, client process CPU s, loop thread CPU s, peaks per frame)."""
+    from streamcrystal import peak_tracking
+
+    pipe = peak_tracking(DATA_KEY, subtrahend=background, search_range=20, client=client, **LOCATE)
+    peaks = []
+    pipe.nodes["frame_results"].sink(lambda result: peaks.append((result.seq_num, result.n_peaks)))
+    loop_id = _loop_thread_id(client) if client is not None else threading.get_native_id()
+    docs = list(make_docs())
+    if profile is not None:
+        async def enable():
+            profile.enable()
+        client.sync(enable)
+    cpu0, loop0, t0 = time.process_time(), _thread_cpu(loop_id), time.perf_counter()
+    for name, doc in docs:
+        pipe(name, doc)
+    elapsed = time.perf_counter() - t0
+    cpu, loop = time.process_time() - cpu0, _thread_cpu(loop_id) - loop0
+    if profile is not None:
+        async def disable():
+            profile.disable()
+        client.sync(disable)
+    pipe.close()
+    return elapsed, cpu, loop, sorted(peaks)
+
+
+@contextlib.contextmanager
+def connect(spec: str, n_workers: int):
+    """A client for ``spec``: ``local`` (LocalCluster), ``cli`` (dask scheduler/worker commands) or an address."""
+    from streamcrystal import make_client
+
+    if spec == "local":
+        with make_client(f"local:{n_workers}") as client:
+            yield client
+    elif spec == "cli":
+        from benchmarks.cli_cluster import cli_cluster
+
+        with cli_cluster(n_workers) as address, make_client(address, direct_to_workers=True) as client:
+            yield client
+    else:
+        with make_client(spec, direct_to_workers=True) as client:
+            yield client
+
+
+def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_workers: int = 2, shape=SMALL,
+            profile_path: str | None = None, say=print) -> dict:
+    """Events/s and CPU per event of each mode (medians); the peaks checked equal to serial."""
+    from streamcrystal.science.frames import process_frames
+    from streamcrystal.science.peaks import locate
+
+    events, background = small_events(shape)
+    locate(process_frames(events[0], background), **LOCATE)  # numba's compilation, outside the timings
+    inline = lambda: raw_documents(events, n_events)  # noqa: E731
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="streamcrystal-bench-") as directory, connect(cluster, n_workers) as client:
+        path = write_hdf5(events, directory)
+        referenced = lambda: hdf5_documents(path, len(events), n_events, events[0].shape)  # noqa: E731
+        where = client.run(lambda: __import__("streamcrystal").__file__)
+        say(f"cluster {cluster}: {client.scheduler.address}, {len(where)} workers, streamcrystal from "
+            f"{sorted(set(where.values()))}")
+        run_once(lambda: raw_documents(events, 10), background, client=client)  # warm-up of the workers
+        modes = {"serial": lambda: run_once(inline, background),
+                 "inline": lambda: run_once(inline, background, client=client),
+                 "HDF5": lambda: run_once(referenced, background, client=client)}
+        samples = {label: [] for label in modes}
+        peaks = {}
+        for _ in range(repeats):
+            for label, run in modes.items():
+                elapsed, cpu, loop, peaks[label] = run()
+                samples[label].append((elapsed, cpu, loop))
+        for label in modes:
+            if peaks[label] != peaks["serial"]:
+                raise RuntimeError(f"{label} found other peaks than the serial pipeline")
+            rates = sorted(n_events / e for e, _, _ in samples[label])
+            cpu_ms = statistics.median(1000 * c / n_events for _, c, _ in samples[label])
+            loop_ms = statistics.median(1000 * lp / n_events for _, _, lp in samples[label])
+            results[label] = {"events_per_s": statistics.median(rates), "range": (rates[0], rates[-1]),
+                              "cpu_ms": cpu_ms, "loop_ms": loop_ms}
+            say(f"  {label:<8} {results[label]['events_per_s']:7.1f} events/s ({rates[0]:.1f}-{rates[-1]:.1f})   "
+                f"client CPU {cpu_ms:5.2f} ms/event, of which its event-loop thread {loop_ms:5.2f} ms/event")
+        if profile_path:
+            profile = cProfile.Profile(time.thread_time)  # CPU, not wall time: the machine is shared
+            run_once(referenced, background, client=client, profile=profile)
+            profile.dump_stats(profile_path)
+            say(f"cProfile of the event-loop thread over one HDF5 run of {n_events} events: {profile_path}")
+            pstats.Stats(profile_path).sort_stats("tottime").print_stats(25)
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_client", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cluster", default="local",
+                        help="local (LocalCluster), cli (dask scheduler + workers started here on loopback) or "
+                             "tcp://host:port (default %(default)s)")
+    parser.add_argument("--events", type=int, default=200, help="events per timed run (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode; medians (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="workers to start (local, cli; default 2)")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the event-loop thread to FILE")
+    parser.add_argument("--quick", action="store_true", help="20 events, one repeat (a smoke run)")
+    args = parser.parse_args(argv)
+    import trackpy
+
+    trackpy.quiet()
+    n_events, repeats = (20, 1) if args.quick else (args.events, args.repeats)
+    print(f"{SMALL[0]} x {SMALL[1]} x 1 frame uint16 per event, {n_events} events per run, medians (min-max) of "
+          f"{repeats}, modes in turn, {os.cpu_count()} cores, load average before the run {os.getloadavg()[0]:.2f}")
+    measure(cluster=args.cluster, n_events=n_events, repeats=repeats, n_workers=args.workers,
+            profile_path=args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

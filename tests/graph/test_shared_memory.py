@@ -1,0 +1,239 @@
+"""Frames to the workers of this host through shared memory (issue 16, part 1), on a real cluster.
+
+Each test records the names of the segments its pipeline made (what ``in_flight`` sent) and
+checks that none is left in ``/dev/shm``: after a run, after a worker is killed mid-run, after
+the pipeline or the client is closed. Only our own names are checked: other test runs on the
+machine may hold ``sc_`` segments of their own meanwhile.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from multiprocessing import resource_tracker
+
+import streamcrystal
+
+from streamcrystal.errors import SharedFramesError
+from streamcrystal.graph.dask import DaskFrames
+from streamcrystal.graph.shared import PREFIX, SharedFrames, SharedSegments, mapped
+from streamcrystal.records import FrameTask
+from tests.graph.test_parallel import LOCATE, assert_same_analysis, feed, make_pipe, run_uids, slow_work, wait_for
+from tests.helpers.rawruns import compose_raw_run, drifting_spot_scan, spot_frames
+
+SHM = "/dev/shm"
+pytestmark = pytest.mark.skipif(not os.path.isdir(SHM), reason="POSIX shared memory is listed in /dev/shm on Linux")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0")
+    client = Client(cluster)
+    # the workers run this tree's code
+    assert set(client.run(lambda: __import__("streamcrystal").__file__).values()) == {streamcrystal.__file__}
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return drifting_spot_scan(8), spot_frames([], n_frames=2, seed=99)
+
+
+def shared_names(sent) -> list[str]:
+    """The segments a pipeline made, from what its ``in_flight`` node sent."""
+    return [item.frames.name for item in sent if isinstance(item, FrameTask) and isinstance(item.frames, SharedFrames)]
+
+
+def left_in_dev_shm(names) -> list[str]:
+    return sorted(set(names) & set(os.listdir(SHM)))
+
+
+def test_inline_frames_go_through_shared_memory_with_the_serial_results_and_leave_nothing(client, scan):
+    frames, background = scan
+    dark = [spot_frames([], n_frames=2, seed=s) for s in (50, 51)]
+    raw = (compose_raw_run(frames, grid=(2, 4))
+           + compose_raw_run(frames[:6], grid=(2, 3), event_page=True)
+           + compose_raw_run(frames[2:], grid=(2, 3), dark=dark))
+    serial, serial_out = make_pipe(subtrahend=background)
+    feed(serial, raw)
+    parallel, parallel_out = make_pipe(client, subtrahend=background)
+    sent = parallel.nodes["in_flight"].sink_to_list()
+    feed(parallel, raw)
+    assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
+    names = shared_names(sent)
+    assert len(names) == 8 + 6 + 6 and all(name.startswith(PREFIX) for name in names)
+    assert max(len(pickle.dumps(item)) for item in sent) < 2_000  # what travels: names, not images
+    assert left_in_dev_shm(names) == [] and len(parallel.dask.segments) == 0
+    assert 1 <= parallel.dask.segments.peak <= parallel.dask.max_in_flight
+    assert parallel.parameters["dask"]["shared_memory"] is True
+
+
+def test_shared_memory_false_ships_the_frames_with_the_same_results(client, scan):
+    frames, background = scan
+    raw = compose_raw_run(frames[:5], grid=(1, 5))
+    serial, serial_out = make_pipe(subtrahend=background)
+    feed(serial, raw)
+    parallel, parallel_out = make_pipe(DaskFrames(client, shared_memory=False), subtrahend=background)
+    sent = parallel.nodes["in_flight"].sink_to_list()
+    feed(parallel, raw)
+    assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
+    tasks = [item for item in sent if isinstance(item, FrameTask)]
+    assert len(tasks) == 5 and all(isinstance(task.frames, np.ndarray) for task in tasks)
+    assert parallel.dask.segments.made == 0
+
+
+def test_a_worker_that_cannot_map_the_segment_gets_the_frames_by_dask(client, scan, caplog_streamcrystal):
+    """A worker in another container (its own /dev/shm) cannot map the segment: resubmitted, shipped."""
+    frames, background = scan
+    raw = compose_raw_run(frames[:4], grid=(1, 4))
+    serial, serial_out = make_pipe(subtrahend=background)
+    feed(serial, raw)
+    dask = DaskFrames(client)
+    real_share = dask.segments.share
+    dask.segments.share = lambda array: SharedFrames(real_share(array).name + "-elsewhere", array.shape, array.dtype.str)
+    parallel, parallel_out = make_pipe(dask, subtrahend=background)
+    feed(parallel, raw)
+    assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
+    log = [r.getMessage() for r in caplog_streamcrystal.records]
+    assert any("cannot map shared memory segment 'sc_" in line and "resubmitted" in line for line in log), log
+    assert any("not through shared memory" in line for line in log)
+
+
+def test_mixed_hosts_restrict_shared_frames_to_this_hosts_workers(client):
+    dask = DaskFrames(client)
+    dask._set_hosts({"tcp://127.0.0.1:4001": {"host": "127.0.0.1"}, "tcp://192.0.2.7:4001": {"host": "192.0.2.7"}})
+    shared = FrameTask("r1", 1, "primary", frames=SharedFrames("sc_000000000000", (2, 4, 4), "<u2"))
+    assert dask._hosts_for(shared) == ["127.0.0.1"]
+    assert dask._hosts_for(FrameTask("r1", 1, "primary", frames=np.zeros((2, 4, 4)))) is None
+    dask._set_hosts({"tcp://192.0.2.7:4001": {"host": "192.0.2.7"}})  # no worker here: no shared memory
+    assert not dask._hosts and dask._hosts_for(shared) is None
+    with pytest.raises(ValueError, match="shared_memory must be None.*got 'yes'"):
+        DaskFrames(client, shared_memory="yes")
+
+
+def test_a_worker_killed_mid_run_leaves_no_segment_and_loses_nothing(client, scan, caplog_streamcrystal):
+    frames, background = scan
+    raw = compose_raw_run(frames, grid=(2, 4)) + compose_raw_run(frames[:4], grid=(1, 4))
+    serial, serial_out = make_pipe(subtrahend=background)
+    feed(serial, raw)
+    dask = DaskFrames(client, max_in_flight=5, locate=slow_work(lambda seq: 0.3))
+    parallel, parallel_out = make_pipe(dask, subtrahend=background)
+    sent = parallel.nodes["in_flight"].sink_to_list()
+    client.wait_for_workers(2, timeout=30)
+    feeding = threading.Thread(target=lambda: [parallel(name, doc) for name, doc in raw], daemon=True)
+    feeding.start()
+    wait_for(lambda: dask.in_flight >= 4)
+    victim = sorted(client.scheduler_info()["workers"])[0]
+    try:
+        client.run(os._exit, 1, workers=[victim])
+    except Exception:  # the worker dies before it answers
+        pass
+    feeding.join(90)
+    assert not feeding.is_alive(), "the pipeline stalled after a worker died"
+    assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
+    assert any("resubmitted" in r.getMessage() for r in caplog_streamcrystal.records)
+    names = shared_names(sent)
+    assert len(names) == 12 and left_in_dev_shm(names) == [] and len(dask.segments) == 0
+    assert dask.segments.peak <= dask.max_in_flight
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_closing_the_pipeline_mid_run_unlinks_the_segments_in_flight(client, scan):
+    frames, background = scan
+    dask = DaskFrames(client, max_in_flight=4, process=slow_process(1.0))
+    pipe, _ = make_pipe(dask, subtrahend=background)
+    sent = pipe.nodes["in_flight"].sink_to_list()
+    with client.as_current():  # straight into the graph: no wait in Pipeline.__call__
+        for name, doc in compose_raw_run(frames[:3], grid=(1, 3)):
+            pipe.source.emit((name, doc))
+    wait_for(lambda: len(shared_names(sent)) >= 2)
+    names = shared_names(sent)
+    assert left_in_dev_shm(names) == names  # alive while their frames are in flight
+    pipe.close()
+    assert left_in_dev_shm(names) == [] and len(dask.segments) == 0
+
+
+def test_closing_the_client_mid_run_unlinks_the_segments_in_flight(client, scan):
+    frames, background = scan
+    other = Client(client.scheduler.address)
+    dask = DaskFrames(other, max_in_flight=4, process=slow_process(2.0))
+    pipe, _ = make_pipe(dask, subtrahend=background)
+    sent = pipe.nodes["in_flight"].sink_to_list()
+    with other.as_current():
+        for name, doc in compose_raw_run(frames[:3], grid=(1, 3)):
+            pipe.source.emit((name, doc))
+    wait_for(lambda: len(shared_names(sent)) >= 2)
+    names = shared_names(sent)
+    assert left_in_dev_shm(names) == names
+    other.close()  # the pipeline is not closed: the watchdog notices the client went
+    wait_for(lambda: left_in_dev_shm(names) == [], timeout=10)
+    assert len(dask.segments) == 0
+
+
+def slow_process(seconds):
+    from streamcrystal.graph.steps import process_step
+
+    def work(task, **kwargs):
+        time.sleep(seconds)
+        return process_step(task, **kwargs)
+    return work
+
+
+def test_mapping_in_a_worker_does_not_register_with_the_resource_tracker(monkeypatch):
+    registered = []
+    monkeypatch.setattr(resource_tracker, "register", lambda name, rtype: registered.append(name))
+    segments = SharedSegments()
+    ref = segments.share(np.arange(12, dtype=np.uint16).reshape(1, 3, 4))
+    registered.clear()  # the client's own segment is registered (its tracker unlinks it if it dies)
+    with mapped(ref) as frames:
+        assert frames.sum() == 66 and frames.dtype == np.uint16
+        del frames
+    assert registered == []
+    segments.release_all()
+    assert left_in_dev_shm([ref.name]) == []
+    with pytest.raises(SharedFramesError, match=f"cannot map shared memory segment '{ref.name}'.*FileNotFoundError"):
+        with mapped(ref):
+            pass
+
+
+def test_a_local_clusters_workers_share_the_trackers_process_and_nothing_is_reported(tmp_path):
+    """In a fresh process (its resource tracker's output is its stderr): no KeyError, no "leaked"."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from distributed import Client, LocalCluster
+        from streamcrystal.graph.shared import SharedSegments, mapped
+
+        def total(ref):
+            with mapped(ref) as frames:
+                return int(frames.sum())
+
+        if __name__ == "__main__":
+            with LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \\
+                    Client(cluster) as client:
+                segments = SharedSegments(client)
+                ref = segments.share(np.ones((2, 64, 64), np.uint16))
+                print("sum", client.submit(total, ref, pure=False).result(), ref.name, flush=True)
+                segments.release_all()
+    """)
+    path = tmp_path / "tracker.py"
+    path.write_text(script)
+    tree = str(Path(streamcrystal.__file__).resolve().parents[1])  # this tree first, for the workers too
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tree, os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "sum 8192" in run.stdout
+    name = run.stdout.split()[-1]
+    assert "KeyError" not in run.stderr and "leaked shared_memory" not in run.stderr, run.stderr[-3000:]
+    assert left_in_dev_shm([name]) == []
