@@ -25,7 +25,9 @@ import pandas as pd
 # code with ``trackpy.locate = fastlocate.locate`` makes the fallback call trackpy, not itself
 from trackpy.feature import locate as _trackpy_locate
 
+from .engine import NonFiniteImage, run
 from .options import Plan, plan
+from .selfcheck import selfcheck_problem
 from .workspace import release
 
 __all__ = ["locate", "warmup", "release", "fallback_reason"]
@@ -46,8 +48,6 @@ def _log_once(reason: str) -> None:
 
 def _resolve(raw_image, diameter, **kwargs) -> Plan | str:
     """The call's :class:`.options.Plan`, or why it goes to trackpy."""
-    from .selfcheck import selfcheck_problem
-
     resolved = plan(raw_image, diameter, **kwargs)
     if isinstance(resolved, str):
         return resolved
@@ -94,8 +94,6 @@ def locate(raw_image: np.ndarray, diameter: int | tuple[int, int], minmass: floa
                    engine=engine)
     resolved = _resolve(raw_image, diameter, **options)
     if not isinstance(resolved, str):
-        from .engine import NonFiniteImage, run
-
         try:
             return run(resolved)
         except NonFiniteImage:
