@@ -14,7 +14,7 @@ uint16 frames, the noiseless dark image as background) it measures
   average/subtract/clip and the fast engine;
 - the peak resident memory of one event of each path, each in a fresh process;
 - with ``--threads N``: the fast event's latency with N threads (``fastlocate.set_threads``,
-  and the average/subtract/clip kernel on bands of rows) against one thread, interleaved;
+  which also puts the fused average/subtract/clip on bands of rows) against one thread, interleaved;
 - with ``--profile``: where the fast engine's time goes at the largest size, step by step
   (``engine.run``'s timings: bandpass, integer conversion and histogram, percentile,
   maxima, trackpy's refinement and ``where_close``, the pandas filters, the background
@@ -65,29 +65,12 @@ def bare_event(frames: np.ndarray, background: np.ndarray):
     return trackpy.locate(image, **LOCATE)
 
 
-def banded_average(frames: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """``science.frames.process_frames(frames, background)`` on bands of rows, one per
-    ``fastlocate`` thread (its fused kernel releases the GIL; each band's result is copied
-    into place). Equal pixel for pixel: every pixel is computed on its own."""
-    from streamcrystal.science.fastlocate import parallel
-    from streamcrystal.science.frames import process_frames
-
-    if parallel.get_threads() == 1:
-        return process_frames(frames, background)
-    out = np.empty(frames.shape[-2:])
-
-    def band(first: int, stop: int) -> None:
-        out[first:stop] = process_frames(frames[:, first:stop], background[first:stop])
-
-    parallel.map_bands(band, parallel.bands(out.shape[0], parallel.get_threads()))
-    return out
-
-
 def fast_event(frames: np.ndarray, background: np.ndarray):
     """The fused average/subtract/clip and the fast engine (with ``fastlocate``'s threads)."""
     from streamcrystal.science.fastlocate import locate
+    from streamcrystal.science.frames import process_frames
 
-    return locate(banded_average(frames, background), **LOCATE)
+    return locate(process_frames(frames, background), **LOCATE)
 
 
 def _interleaved(first, second, repeats: int) -> tuple[list[float], list[float], object, object]:
@@ -143,7 +126,7 @@ def compare_threads(frames: np.ndarray, background: np.ndarray, threads: int, re
         with using_threads(threads):
             return fast_event(frames, background)
 
-    threaded()  # numba compiles the average kernel for row views
+    threaded()  # the pool starts
     single, multi, expected, found = _interleaved(lambda: fast_event(frames, background), threaded, repeats)
     single_ms, multi_ms = statistics.median(single), statistics.median(multi)
     return {"single_ms": single_ms, "multi_ms": multi_ms, "ratio": single_ms / multi_ms,
@@ -154,13 +137,14 @@ def profile(frames: np.ndarray, background: np.ndarray, thread_counts: list[int]
     """Median ms of each step of the fast event, per thread count (the counts take turns
     within each repeat); see the module."""
     from streamcrystal.science.fastlocate import engine, options, using_threads
+    from streamcrystal.science.frames import process_frames
 
     steps: dict[int, dict[str, list[float]]] = {n: {} for n in thread_counts}
     for _ in range(repeats):
         for n in thread_counts:
             with using_threads(n):
                 start = time.perf_counter()
-                image = banded_average(frames, background)
+                image = process_frames(frames, background)
                 average = time.perf_counter() - start
                 timings = {"average + subtract + clip (frames.py)": average}
                 start = time.perf_counter()
