@@ -12,7 +12,14 @@ uint16 frames, the noiseless dark image as background) it measures
 - the whole per-event path at 3072 x 3888, 5 frames -> average + subtract + clip + locate:
   numpy and ``trackpy.locate`` (what a user writes by hand) against the fused one-pass
   average/subtract/clip and the fast engine;
-- the peak resident memory of one event of each path, each in a fresh process.
+- the peak resident memory of one event of each path, each in a fresh process;
+- with ``--threads N``: the fast event's latency with N threads (``fastlocate.set_threads``,
+  which also puts the fused average/subtract/clip on bands of rows) against one thread, interleaved;
+- with ``--profile``: where the fast engine's time goes at the largest size, step by step
+  (``engine.run``'s timings: bandpass, integer conversion and histogram, percentile,
+  maxima, trackpy's refinement and ``where_close``, the pandas filters, the background
+  noise and ``ep``; "other" is the rest of ``locate``: argument checks, the call), medians
+  of the repeats, with one thread and with N taking turns.
 
 ``--quick`` runs the same at small sizes with few repeats (a smoke test, no figures).
 """
@@ -59,7 +66,7 @@ def bare_event(frames: np.ndarray, background: np.ndarray):
 
 
 def fast_event(frames: np.ndarray, background: np.ndarray):
-    """The fused average/subtract/clip and the fast engine."""
+    """The fused average/subtract/clip and the fast engine (with ``fastlocate``'s threads)."""
     from streamcrystal.science.fastlocate import locate
     from streamcrystal.science.frames import process_frames
 
@@ -109,6 +116,58 @@ def compare_event(frames: np.ndarray, background: np.ndarray, repeats: int) -> d
     slow_ms, fast_ms = statistics.median(slow), statistics.median(fast)
     return {"bare_ms": slow_ms, "fast_ms": fast_ms, "ratio": slow_ms / fast_ms,
             "identical": _identical(expected, found)}
+
+
+def compare_threads(frames: np.ndarray, background: np.ndarray, threads: int, repeats: int) -> dict:
+    """Median ms per fast event with one thread and with ``threads``, interleaved."""
+    from streamcrystal.science.fastlocate import using_threads
+
+    def threaded():
+        with using_threads(threads):
+            return fast_event(frames, background)
+
+    threaded()  # the pool starts
+    single, multi, expected, found = _interleaved(lambda: fast_event(frames, background), threaded, repeats)
+    single_ms, multi_ms = statistics.median(single), statistics.median(multi)
+    return {"single_ms": single_ms, "multi_ms": multi_ms, "ratio": single_ms / multi_ms,
+            "identical": _identical(expected, found)}
+
+
+def profile(frames: np.ndarray, background: np.ndarray, thread_counts: list[int], repeats: int) -> dict:
+    """Median ms of each step of the fast event, per thread count (the counts take turns
+    within each repeat); see the module."""
+    from streamcrystal.science.fastlocate import engine, options, using_threads
+    from streamcrystal.science.frames import process_frames
+
+    steps: dict[int, dict[str, list[float]]] = {n: {} for n in thread_counts}
+    for _ in range(repeats):
+        for n in thread_counts:
+            with using_threads(n):
+                start = time.perf_counter()
+                image = process_frames(frames, background)
+                average = time.perf_counter() - start
+                timings = {"average + subtract + clip (frames.py)": average}
+                start = time.perf_counter()
+                engine.run(options.plan(image, **LOCATE), timings)  # what locate runs
+                total = time.perf_counter() - start
+            timings["other (plan, glue)"] = total - (sum(timings.values()) - average)
+            timings["locate"], timings["event"] = total, average + total
+            for step in ("average + subtract + clip (frames.py)", *engine.STEPS, "other (plan, glue)", "locate",
+                         "event"):
+                steps[n].setdefault(step, []).append(1e3 * timings.get(step, 0.0))
+    return {n: {step: statistics.median(values) for step, values in by_step.items()} for n, by_step in steps.items()}
+
+
+def print_profile(profiles: dict[int, dict], shape) -> None:
+    """The per-step table, a column per thread count."""
+    counts = sorted(profiles)
+    print(f"where the time goes, {_shape(shape)}, median ms of the repeats "
+          f"({', '.join(f'{n} thread' + ('s' if n > 1 else '') for n in counts)}):")
+    print(f"{'step':>40}" + "".join(f"{f'{n} thr':>10}" for n in counts))
+    for step in profiles[counts[0]]:
+        print(f"{step:>40}" + "".join(f"{profiles[n][step]:>10.1f}" for n in counts))
+    if len(counts) > 1:
+        print("(with threads the background noise runs beside trackpy's refinement: its row is the wait)")
 
 
 def _quietly(run, *args):
@@ -162,11 +221,44 @@ def _shape(shape: tuple[int, int]) -> str:
     return f"{shape[0]} x {shape[1]}"
 
 
+def _compare_with_trackpy(events: dict, repeats: int, no_memory: bool) -> list[str]:
+    """The locate and per-event tables; returns the ratio lines."""
+    print(f"locate({', '.join(f'{k}={v}' for k, v in LOCATE.items())}) on simulated detector images, "
+          f"median of {repeats} repeats")
+    print(f"{'image':>13} {'trackpy ms':>11} {'fast ms':>9} {'ratio':>7} {'features':>9} {'identical':>10}")
+    ratios = []
+    for shape, (frames, background) in events.items():
+        image = np.clip(frames.mean(axis=0, dtype=np.float64) - background, 0, None)
+        _quietly(bare_event, frames[:, :64, :64], background[:64, :64])  # trackpy's refinement compiles
+        r = compare_locate(image, repeats)
+        ratios.append(f"ratio locate {_shape(shape)}: {r['ratio']:.1f}x")
+        print(f"{_shape(shape):>13} {r['trackpy_ms']:>11.1f} {r['fast_ms']:>9.1f} {r['ratio']:>6.1f}x "
+              f"{r['features']:>9d} {'yes' if r['identical'] else 'NO':>10}")
+    shape = list(events)[-1]
+    frames, background = events[shape]
+    e = compare_event(frames, background, repeats)
+    ratios.append(f"ratio per-event {_shape(shape)}: {e['ratio']:.1f}x")
+    print(f"per event, {frames.shape[0]} {frames.dtype} frames {_shape(shape)} -> average + subtract + clip + locate "
+          f"(identical features: {'yes' if e['identical'] else 'NO'})")
+    print(f"{'bare (numpy + trackpy.locate)':>36} {e['bare_ms']:>9.1f} ms")
+    print(f"{'fast (fused frames + fastlocate)':>36} {e['fast_ms']:>9.1f} ms")
+    if not no_memory:
+        m = peak_memory(frames, background)
+        print(f"peak RSS of one event in a fresh process ({_shape(shape)}): "
+              f"bare {m['bare']['peak_mb']:.0f} MB ({m['bare']['peak_mb'] - m['bare']['before_mb']:+.0f} MB over the "
+              f"loaded event), fast {m['fast']['peak_mb']:.0f} MB ({m['fast']['peak_mb'] - m['fast']['before_mb']:+.0f} MB)")
+    return ratios
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_locate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each; medians are reported (default 5)")
     parser.add_argument("--quick", action="store_true", help="small images, 2 repeats (a smoke run, no figures)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="also time the fast event with this many threads against one (default 1: not)")
+    parser.add_argument("--profile", action="store_true", help="print the fast engine's time step by step")
+    parser.add_argument("--no-trackpy", action="store_true", help="skip the comparisons with trackpy")
     args = parser.parse_args(argv)
     import trackpy
 
@@ -175,31 +267,17 @@ def main(argv=None) -> int:
     trackpy.quiet()
     shapes, repeats = (QUICK_SHAPES, 2) if args.quick else (FULL_SHAPES, args.repeats)
     warmup()
-    print(f"locate({', '.join(f'{k}={v}' for k, v in LOCATE.items())}) on simulated detector images, "
-          f"median of {repeats} repeats")
-    print(f"{'image':>13} {'trackpy ms':>11} {'fast ms':>9} {'ratio':>7} {'features':>9} {'identical':>10}")
-    events, ratios = {}, []
-    for shape in shapes:
-        frames, background = events[shape] = simulated_event(shape)
-        image = np.clip(frames.mean(axis=0, dtype=np.float64) - background, 0, None)
-        _quietly(bare_event, frames[:, :64, :64], background[:64, :64])  # trackpy's refinement compiles
-        r = compare_locate(image, repeats)
-        ratios.append(f"ratio locate {_shape(shape)}: {r['ratio']:.1f}x")
-        print(f"{_shape(shape):>13} {r['trackpy_ms']:>11.1f} {r['fast_ms']:>9.1f} {r['ratio']:>6.1f}x "
-              f"{r['features']:>9d} {'yes' if r['identical'] else 'NO':>10}")
+    events = {shape: simulated_event(shape) for shape in shapes}
+    ratios = [] if args.no_trackpy else _compare_with_trackpy(events, repeats, args.no_memory)
     shape = shapes[-1]
     frames, background = events[shape]
-    e = compare_event(frames, background, repeats)
-    ratios.append(f"ratio per-event {_shape(shape)}: {e['ratio']:.1f}x")
-    print(f"per event, {frames.shape[0]} {frames.dtype} frames {_shape(shape)} -> average + subtract + clip + locate "
-          f"(identical features: {'yes' if e['identical'] else 'NO'})")
-    print(f"{'bare (numpy + trackpy.locate)':>36} {e['bare_ms']:>9.1f} ms")
-    print(f"{'fast (fused frames + fastlocate)':>36} {e['fast_ms']:>9.1f} ms")
-    if not args.no_memory:
-        m = peak_memory(frames, background)
-        print(f"peak RSS of one event in a fresh process ({_shape(shape)}): "
-              f"bare {m['bare']['peak_mb']:.0f} MB ({m['bare']['peak_mb'] - m['bare']['before_mb']:+.0f} MB over the "
-              f"loaded event), fast {m['fast']['peak_mb']:.0f} MB ({m['fast']['peak_mb'] - m['fast']['before_mb']:+.0f} MB)")
+    if args.threads > 1:
+        t = compare_threads(frames, background, args.threads, repeats)
+        ratios.append(f"ratio {args.threads} threads / 1 thread, per-event {_shape(shape)}: {t['ratio']:.2f}x")
+        print(f"fast event {_shape(shape)}: 1 thread {t['single_ms']:.1f} ms, {args.threads} threads "
+              f"{t['multi_ms']:.1f} ms (identical features: {'yes' if t['identical'] else 'NO'})")
+    if args.profile:
+        print_profile(profile(frames, background, sorted({1, args.threads}), repeats), shape)
     for line in ratios:
         print(line)
     return 0

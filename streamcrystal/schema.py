@@ -121,11 +121,17 @@ def typed(table: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
 
     Examples
     --------
+    A column the table lacks (a run written by an older version) is filled with 0 if it is an
+    integer or boolean column (``grain`` 0: none), NaN otherwise.
+
     >>> read_back = pd.DataFrame({"x": [1], "particle": [2.0], "y": [0], "total_intensity": [5], "n_frames": [3.0]})
-    >>> typed(read_back, PARTICLE_DTYPES).dtypes.tolist()
-    [dtype('int64'), dtype('float64'), dtype('float64'), dtype('int64'), dtype('float64')]
+    >>> old = typed(read_back, PARTICLE_DTYPES)
+    >>> old.dtypes.tolist(), old["grain"].tolist()
+    ([dtype('int64'), dtype('float64'), dtype('float64'), dtype('int64'), dtype('float64'), dtype('int64')], [0])
     """
-    return table.reindex(columns=list(dtypes)).astype(dtypes)
+    missing = {column: (0 if np.dtype(dtype).kind in "iub" else np.nan)
+               for column, dtype in dtypes.items() if column not in table.columns}
+    return table.reindex(columns=list(dtypes)).fillna(missing).astype(dtypes)
 
 
 def _key(column: str) -> dict:
@@ -153,7 +159,7 @@ def data_keys(stream: str, *, feature_columns: Iterable[str] = feature_columns()
     Examples
     --------
     >>> sorted(data_keys("frames", dimensions=["sample_x"]))[:4]
-    ['frame', 'masked_fraction', 'n_peaks', 'point']
+    ['frame', 'latency', 'masked_fraction', 'n_peaks']
     >>> data_keys("maps", grid_shape=(4, 5), grid_dims=("sample_y", "sample_x"))["map"]["shape"]
     [4, 5]
     """

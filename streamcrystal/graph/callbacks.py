@@ -42,7 +42,7 @@ from ..science.frames import average_frames
 from ..science.peaks import check_locate_arguments
 from ..science.tracks import concat_features, link_features
 from . import segments
-from .pipeline import LINK_KEYWORDS, LOCATE_KEYWORDS
+from .pipeline import LINK_KEYWORDS, LOCATE_KEYWORDS, check_mask
 from .steps import debugging
 
 __all__ = ["ImageProcessor", "PeakTracker", "TrackLinker"]
@@ -87,15 +87,26 @@ class ImageProcessor(_GraphCallback):
         The background (2-D, or frames averaged); default: the run's ``dark`` stream mean.
     stream_name : str
         The raw stream to process.
+    mask : numpy.ndarray of bool, shape (rows, cols), or "saturated", optional
+        The detector's masked pixels (True: masked), as :class:`~streamcrystal.Pipeline`'s
+        ``mask``: they are zero in the processed image; NaN pixels are masked always.
+
+    Raises
+    ------
+    ValueError
+        A mask that is neither a 2-D boolean image nor ``"saturated"``.
     """
 
-    def __init__(self, data_key: str, subtrahend=None, *, stream_name: str = "primary", **external_kwargs) -> None:
+    def __init__(self, data_key: str, subtrahend=None, *, stream_name: str = "primary", mask=None,
+                 **external_kwargs) -> None:
         background = None if subtrahend is None else average_frames(subtrahend)
+        mask = check_mask(mask)
         source = segments.inputs(ExternalData(data_key, **external_kwargs), streams={stream_name, "dark"})
         work = segments.frame_work(source, stream_name=stream_name, dark_stream="dark", subtrahend=background,
-                                   locate_options=None)
+                                   locate_options=None, mask=mask)
         n = segments.named_nodes(source, work)
-        super().__init__(n, {"data_key": data_key, "stream_name": stream_name})
+        super().__init__(n, {"data_key": data_key, "stream_name": stream_name,
+                             "mask": mask if mask is None or isinstance(mask, str) else f"{int(mask.sum())} pixels"})
         out = source.start.union(work.frame_results, source.stop, stream_name="start+images+stop")
         n["to_event_model"] = out.accumulate(self._compose, start={}, returns_state=True, stream_name="to_event_model")
         n["outputs"] = n["to_event_model"].flatten(stream_name="outputs")

@@ -294,7 +294,7 @@ def _feature_columns(p: Mapping) -> tuple[str, ...]:
     return feature_columns(p.get("diameter", 1), characterize=p.get("locate_kwargs", {}).get("characterize", True))
 
 
-def _check_mask(mask):
+def check_mask(mask):
     """A mask as the process step takes it: None, ``"saturated"`` or a 2-D boolean array."""
     if mask is None or (isinstance(mask, str) and mask == SATURATED):
         return mask
@@ -492,7 +492,7 @@ def peak_tracking(
             Linker(search_range, **{k: v for k, v in link_options.items() if k != "memory"})
         except Exception as err:
             raise ValueError(f"trackpy.link refuses {link_options}: {type(err).__name__}: {err}") from err
-    mask = _check_mask(mask)
+    mask = check_mask(mask)
     for key in set(link_options) - LINK_KEYWORDS:
         raise TypeError(f"link_kwargs: {key!r} is not a keyword of trackpy.link; valid: {sorted(LINK_KEYWORDS)}")
     check_locate_arguments(diameter, **locate_options)  # refused now, not event by event

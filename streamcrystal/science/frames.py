@@ -12,6 +12,10 @@ below 2**53 is exact in any order), the mean is ``sum / n_frames`` (``np.mean``'
 ``true_divide``), then ``mean - background`` and ``0.0 if d < 0 else d`` (``np.maximum(d,
 0.0)``). Float frames, whose float sum depends on numpy's summation order, take the numpy
 steps (:func:`average_frames`, :func:`subtract_background`, :func:`clip_negative`).
+
+The fused pass splits a large image into bands of rows on :mod:`.fastlocate`'s threads when
+``fastlocate.set_threads(n)`` asks for more than one (a live pipeline in one process: the
+event's latency); each pixel is computed on its own, so the image does not depend on it.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import FrameError, ShapeMismatchError
+from .fastlocate.engine import MIN_PIXELS_PER_THREAD
+from .fastlocate.parallel import bands, get_threads, map_bands
 
 __all__ = ["average_frames", "subtract_background", "clip_negative", "process_frames", "processed_image",
            "ProcessedImage", "SATURATED", "image_problem", "supports_fused", "warmup"]
@@ -149,12 +155,20 @@ def processed_image(frames: ArrayLike, background: np.ndarray | None = None, *, 
     if supports_fused(frames, background):
         stack = np.ascontiguousarray(frames).reshape(-1, *frames.shape[-2:])
         image = np.empty(frames.shape[-2:], dtype=np.float64)
-        scratch = np.empty((2, image.shape[1]), dtype=np.int64)
         sentinel = np.iinfo(stack.dtype).max if saturated else 0
-        nonzero, masked = _average_subtract_clip(
-            stack, image if background is None else np.ascontiguousarray(background), background is not None,
-            sentinel, saturated, image if mask_image is None else mask_image, mask_image is not None,
-            scratch, image)  # ``image`` stands in for the arrays that are not used
+        subtrahend = image if background is None else np.ascontiguousarray(background)
+        masking = image if mask_image is None else mask_image  # ``image`` stands in for arrays not used
+
+        def band(first: int, stop: int) -> tuple[bool, int]:
+            scratch = np.empty((2, image.shape[1]), dtype=np.int64)
+            return _average_subtract_clip(stack, subtrahend, background is not None, sentinel, saturated, masking,
+                                          mask_image is not None, scratch, image, first, stop)
+
+        # bands of rows on fastlocate's threads (one by default: see fastlocate.set_threads);
+        # each pixel is computed on its own, so the image is the same whatever the bands
+        n = get_threads() if image.size >= MIN_PIXELS_PER_THREAD * get_threads() else 1
+        found = map_bands(band, bands(image.shape[0], n))
+        nonzero, masked = any(f[0] for f in found), sum(f[1] for f in found)
     else:
         mean = average_frames(frames)
         image = clip_negative(subtract_background(mean, background))
@@ -216,9 +230,10 @@ def supports_fused(frames, background) -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
-def _average_subtract_clip(frames, background, subtract, sentinel, check_sentinel, mask, use_mask, scratch, out):
-    """One pass over integer frames; returns (whether the mean is nonzero at an unmasked pixel,
-    the number of masked pixels).
+def _average_subtract_clip(frames, background, subtract, sentinel, check_sentinel, mask, use_mask, scratch, out,
+                           first, stop):
+    """One pass over the rows ``first:stop`` of integer frames; returns (whether the mean is
+    nonzero at an unmasked pixel, the number of masked pixels), both of these rows.
 
     ``scratch`` is two int64 rows: the frames' sum (exact) and the sentinel hits. A pixel is
     masked if the mask says so, if a frame holds ``sentinel`` there (``check_sentinel``), or if
@@ -229,7 +244,7 @@ def _average_subtract_clip(frames, background, subtract, sentinel, check_sentine
     nonzero = False
     n_masked = 0
     divisor = np.float64(n_frames)
-    for y in range(height):
+    for y in range(first, stop):
         total[:] = 0
         hits[:] = 0
         for f in range(n_frames):

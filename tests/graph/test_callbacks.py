@@ -208,3 +208,33 @@ def test_image_processor_emits_processed_images_numbered_by_seq_num(raw):
     assert [e["data"]["frame"] for e in events] == list(range(1, 7))
     np.testing.assert_array_equal(events[3]["data"][DATA_KEY], processed(frames[3], image))
     assert received[-1][1]["num_events"] == {"primary": 6}
+
+
+def test_image_processor_zeroes_the_masked_pixels_and_keeps_the_rest(raw):
+    frames, image, _ = raw
+    float_frames = [f.astype(float) for f in frames]
+    for f in float_frames:
+        f[:, 5, :] = np.nan  # a dead row, NaN as float detectors give it
+    mask = np.zeros(frames[0].shape[1:], dtype=bool)
+    mask[60:64, 10:20] = True  # a masked block
+    received = []
+    ip = ImageProcessor(DATA_KEY, subtrahend=image, mask=mask)
+    ip.subscribe(lambda name, doc: received.append((name, doc)))
+    for name, doc in compose_raw_run(float_frames, grid=(2, 3), snaking=[False, True]):
+        ip(name, doc)
+    events = [d for n, d in received if n == "event"]
+    assert [e["data"]["frame"] for e in events] == list(range(1, 7))  # no event refused for its NaN row
+    for event, f in zip(events, frames):
+        got = np.asarray(event["data"][DATA_KEY])
+        unmasked = np.ones_like(mask)
+        unmasked[5, :] = False
+        unmasked &= ~mask
+        assert (got[~unmasked] == 0).all()
+        np.testing.assert_array_equal(got[unmasked], processed(f, image)[unmasked])
+    start = next(d for n, d in received if n == "start")
+    assert start["pipeline"]["parameters"]["mask"] == f"{mask.sum()} pixels"
+
+
+def test_image_processor_refuses_a_mask_that_is_not_a_boolean_image():
+    with pytest.raises(ValueError, match="2-D boolean image"):
+        ImageProcessor(DATA_KEY, mask=np.zeros((4, 4)))

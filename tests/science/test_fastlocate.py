@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import subprocess
 import sys
 import warnings
 
+import numba
 import numpy as np
 import pandas as pd
 import pytest
@@ -392,3 +394,137 @@ def test_bench_locate_quick_prints_the_ratios(capsys):
     assert "ratio locate 256 x 256:" in out and "ratio locate 384 x 486:" in out
     assert "ratio per-event 384 x 486:" in out
     assert "peak RSS" in out and "NO" not in out
+
+
+# --- scale: exact division, bands of rows, threads ----------------------------------------------
+
+@pytest.mark.parametrize("divisor", [3, 5, 7, 9, 15, 17, 31, 101, 255, 1023, 65535])
+def test_division_without_a_divide_rounds_as_the_division(divisor):
+    from streamcrystal.science.fastlocate._division import divide
+
+    divide_all = numba.njit(lambda values, d: np.array([divide(v, d, 1.0 / d) for v in values]))
+    rng = np.random.default_rng(divisor)
+    values = np.concatenate([
+        rng.random(200_000) * 10.0 ** rng.integers(-200, 200, 200_000),  # any magnitude
+        np.floor(rng.random(200_000) * 2.0 ** 53),  # integers, as running sums of integer images
+        divisor * np.floor(rng.random(200_000) * 2.0 ** 40) + rng.integers(-3, 4, 200_000),  # near multiples
+        np.ldexp(1.0 + rng.random(100_000), rng.integers(-1000, 1020, 100_000)),  # down to 2**-1000
+        [0.0, 1.0, float(divisor), 2.0 ** 1023, np.finfo(float).max],
+    ])
+    values = np.concatenate([values, -values[values != 0]])  # -0.0 gives +0.0 (totals are never -0.0)
+    found = divide_all(values, float(divisor))
+    np.testing.assert_array_equal(found.view(np.uint64), (values / divisor).view(np.uint64))
+
+
+def test_images_with_tiny_pixels_are_filtered_with_the_divide_instruction(caplog):
+    image = trackpy.artificial.draw_spots((60, 70), [(20, 30), (40, 45)], 3, noise_level=5).astype(float)
+    image[10:12, 5:40] = 1e-300  # nonzero below 2**-800: the fma division is not proven there
+    assert_same_as_trackpy(image, 7)
+    assert_same_as_trackpy(image * 1e-290, 7)
+    assert "not supported" not in caplog.text
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float64"])
+def test_bands_of_rows_give_the_whole_image(dtype):
+    from streamcrystal.science.fastlocate._bandpass import bandpass_rows
+
+    rng = np.random.default_rng(3)
+    raw = (rng.random((97, 83)) ** 4 * 4000).astype(dtype)
+    weights = gaussian_kernel(1, 4)
+    whole = np.empty(raw.shape)
+    expected_max, _ = bandpass_kernel(raw, weights, weights, 15, 15, dtype != "float64", 1.0, whole)
+    for edges in ([0, 1, 97], [0, 40, 97], [0, 13, 14, 50, 96, 97]):
+        banded = np.full(raw.shape, np.nan)
+        maxima = [bandpass_rows(raw, weights, weights, 15, 15, dtype != "float64", 1.0, banded, a, b)[0]
+                  for a, b in zip(edges[:-1], edges[1:])]
+        np.testing.assert_array_equal(banded.view(np.uint64), whole.view(np.uint64))
+        assert max(maxima) == expected_max
+
+
+@pytest.fixture
+def threads_on_small_images(monkeypatch):
+    """Bands and background tasks on threads even for the tests' small images."""
+    monkeypatch.setattr(engine, "MIN_PIXELS_PER_THREAD", 0)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("seed", range(6))
+def test_threads_give_the_same_features(threads, seed, threads_on_small_images):
+    image, diameter, kwargs = random_case(100 + seed)
+    expected, expected_warnings = _outcome(trackpy.locate, image, diameter, **kwargs)
+    with fastlocate.using_threads(threads):
+        found, found_warnings = _outcome(fastlocate.locate, image, diameter, **kwargs)
+    pd.testing.assert_frame_equal(found, expected, check_exact=True)
+    assert found_warnings == expected_warnings and fastlocate.get_threads() == 1
+
+
+def test_threads_on_a_dense_and_a_sparse_detector_image(threads_on_small_images):
+    rod = CrystalRod((6, 5), (400, 480), frames_per_point=5, n_grains=2, peaks_per_grain=2, min_peak_distance=100)
+    row, col = np.argwhere(rod.truth.grains[0].footprint)[0]
+    image = numpy_process_frames(rod.frames(row, col, np.random.default_rng(7)), rod.dark_image())
+    sparse = image.copy()
+    sparse[100:110, 200:210] += 5e4  # one bright peak: the noise rounds to zero, the background is counted
+    for picture in (image, sparse):
+        expected = trackpy.locate(picture, 15, percentile=80, separation=100)
+        with fastlocate.using_threads(2):
+            pd.testing.assert_frame_equal(fastlocate.locate(picture, 15, percentile=80, separation=100), expected,
+                                          check_exact=True)
+
+
+def test_small_images_stay_on_one_thread(monkeypatch):
+    image = trackpy.artificial.draw_spots((64, 64), [(20, 30), (40, 40)], 3, noise_level=10)
+    calls = []
+    monkeypatch.setattr(engine, "map_bands", lambda function, ranges: calls.append(len(ranges)) or
+                        [function(*band) for band in ranges])
+    with fastlocate.using_threads(2):
+        fastlocate.locate(image, 7)
+    assert calls and set(calls) == {1}
+
+
+def test_the_environment_sets_the_starting_threads():
+    code = "import streamcrystal.science.fastlocate as f; print(f.get_threads())"
+    for value, expected in (("3", "3"), ("0", "1"), ("two", "1")):
+        environment = {**os.environ, "STREAMCRYSTAL_LOCATE_THREADS": value}
+        output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=environment)
+        assert output.stdout.split() == [expected]
+        assert ("not a positive integer" in output.stderr) == (expected != value)
+
+
+def test_set_threads_rejects_what_is_not_a_positive_count():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="positive integer"):
+            fastlocate.set_threads(bad)
+    assert fastlocate.get_threads() == 1
+
+
+def test_maxima_of_flat_and_plateau_images_equal_trackpys():
+    flat = np.full((70, 300), 9, np.uint8)
+    plateaus = np.zeros((70, 300), np.uint8)
+    plateaus[10:30, 20:200] = 50
+    plateaus[40:60, 100:290:3] = 50
+    for image in (flat, plateaus):
+        for sizes in [(5, 141), (141, 141), (1, 30)]:
+            dilated = ndimage.grey_dilation(image, sizes, mode="constant")
+            maxima = np.argwhere((image == dilated) & (image > 3))
+            coords, n_maxima = maxima_kernel(image, *sizes, image.dtype.type(3), 2, 2, np.empty_like(image), 2)
+            inside = np.all((maxima >= 2) & (maxima < np.array(image.shape) - 2), axis=1)
+            np.testing.assert_array_equal(coords, maxima[inside])
+            assert n_maxima == len(maxima)
+
+
+@pytest.mark.parametrize("strategy", [1, 2])
+def test_the_background_mask_of_uint16_images(strategy):
+    rng = np.random.default_rng(5)
+    image = ((rng.random((61, 203)) < 0.02) * rng.integers(1, 60000, (61, 203))).astype(np.uint16)
+    radius = (6, 6)
+    covered = np.empty(image.shape, np.uint8)
+    covered_kernel(image, engine._half_widths(radius), int(np.count_nonzero(image)), covered, strategy)
+    np.testing.assert_array_equal(covered.astype(bool), ndimage.binary_dilation(image, binary_mask(radius, 2)))
+
+
+def test_background_mean_and_std_summed_in_halves_on_threads_are_numpys():
+    from streamcrystal.science.fastlocate._noise import mean_std
+
+    values = np.random.default_rng(8).random(1_000_003) * 1e3
+    with fastlocate.using_threads(2):
+        assert mean_std(values.copy(), values.size) == (values.mean(), values.std())

@@ -42,3 +42,29 @@ def test_image_problem_flags_nan_and_all_zero_only():
     assert image_problem(np.array([[np.nan, 1.0], [np.nan, 2.0]])) == "image has 2 NaN pixel(s)"
     assert image_problem(np.zeros((4, 4), dtype=np.uint16)) == "image is all zero"
     assert image_problem(np.eye(3)) is None
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_fused_pass_on_bands_of_rows_gives_the_numpy_image(threads, monkeypatch):
+    from streamcrystal.science import frames as frames_module
+    from streamcrystal.science.fastlocate import using_threads
+    from streamcrystal.science.frames import SATURATED, processed_image
+
+    monkeypatch.setattr(frames_module, "MIN_PIXELS_PER_THREAD", 0)  # bands even on a small image
+    rng = np.random.default_rng(threads)
+    frames = rng.integers(0, 4096, size=(5, 61, 47), dtype=np.uint16)
+    frames[2, 40, 3] = 65535  # saturated once
+    background = rng.random((61, 47)) * 2048
+    background[7, 7] = np.nan  # a masked background pixel
+    mask = rng.random((61, 47)) < 0.05
+    for kwargs in ({}, {"mask": mask}, {"mask": SATURATED}):
+        with using_threads(threads):
+            banded = processed_image(frames, background, **kwargs)
+        expected = np.clip(frames.astype(float).mean(axis=0) - background, 0, None)  # numpy's steps
+        masked = np.isnan(expected)
+        if "mask" in kwargs:
+            masked |= mask if kwargs["mask"] is not SATURATED else (frames == 65535).any(axis=0)
+        expected[masked] = 0.0
+        np.testing.assert_array_equal(banded.image, expected)
+        assert banded.masked == masked.sum()
+        assert banded.problem is None

@@ -10,7 +10,10 @@ dtypes, anything trackpy rejects, ...) goes to ``trackpy.locate``; the reason is
 once (logger ``streamcrystal``). So a user never gets a different answer, only a faster one.
 
 Numba compiles the kernels on first use (``cache=True``: later processes load them from
-disk); :func:`warmup` does it ahead of time. Pure numerics: no streams, no documents.
+disk); :func:`warmup` does it ahead of time. One call uses one thread unless
+:func:`set_threads` (or the :func:`using_threads` context) says more: a live pipeline in
+one process can then spread each image over the cores (same DataFrame, lower latency; see
+:mod:`.parallel`). Pure numerics: no streams, no documents.
 """
 from __future__ import annotations
 
@@ -25,10 +28,13 @@ import pandas as pd
 # code with ``trackpy.locate = fastlocate.locate`` makes the fallback call trackpy, not itself
 from trackpy.feature import locate as _trackpy_locate
 
+from .engine import NonFiniteImage, run
 from .options import Plan, plan
+from .parallel import get_threads, set_threads, using_threads
+from .selfcheck import selfcheck_problem
 from .workspace import release
 
-__all__ = ["locate", "warmup", "release", "fallback_reason"]
+__all__ = ["locate", "warmup", "release", "fallback_reason", "set_threads", "get_threads", "using_threads"]
 
 logger = logging.getLogger("streamcrystal")
 
@@ -46,8 +52,6 @@ def _log_once(reason: str) -> None:
 
 def _resolve(raw_image, diameter, **kwargs) -> Plan | str:
     """The call's :class:`.options.Plan`, or why it goes to trackpy."""
-    from .selfcheck import selfcheck_problem
-
     resolved = plan(raw_image, diameter, **kwargs)
     if isinstance(resolved, str):
         return resolved
@@ -94,8 +98,6 @@ def locate(raw_image: np.ndarray, diameter: int | tuple[int, int], minmass: floa
                    engine=engine)
     resolved = _resolve(raw_image, diameter, **options)
     if not isinstance(resolved, str):
-        from .engine import NonFiniteImage, run
-
         try:
             return run(resolved)
         except NonFiniteImage:

@@ -4,10 +4,14 @@ trackpy dilates the integer image with a flat ``size[0] x size[1]`` box
 (``scipy.ndimage.grey_dilation(image, size, mode="constant")``, zeros outside) and keeps
 the pixels equal to their dilation and above the percentile threshold. scipy's box covers
 ``[i - (n - 1) // 2, i + n // 2]`` along an axis of size ``n`` (grey_dilation shifts even
-boxes by one). A maximum is exact in any order, so a running maximum gives scipy's
-dilation exactly: along rows by doubling, along columns by the van Herk / Gil-Werman
-algorithm (block-wise prefix and suffix maxima: three comparisons per pixel whatever the
-box size), vectorised across the row. Pixels are all >= 0, so the zero padding never wins.
+boxes by one). A maximum is exact in any order, so running maxima give scipy's dilation
+exactly. Along columns: the van Herk / Gil-Werman algorithm (block-wise prefix and suffix
+maxima: three comparisons per pixel whatever the box size), vectorised across the row.
+Along rows only where it matters: a pixel equals its dilation exactly when it equals its
+column maximum and no column maximum in its box along the row is larger; the few pixels
+that pass the first test are checked in their box (rows with many such pixels, as in flat
+images, get the running maximum of the whole row, by doubling). Pixels are all >= 0, so
+the zero padding never wins.
 
 Only a pixel above the threshold can be a maximum, and only such a pixel can outshine it.
 When they are few (a Bragg image: the brightest peak sets the integer gamut, the noise
@@ -19,97 +23,106 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["maxima_kernel"]
+from ._rows import copy_into
+
+__all__ = ["maxima_kernel", "few_candidates", "band_maxima"]
 
 
 @numba.njit(cache=True, nogil=True)
-def _pairwise_max(source, target, step):
-    """``target[k] = max(source[k], source[k + step])`` (the last ``step`` values copied).
-
-    Slices and ``a if a > b else b`` keep the loop vectorised (numba's ``max()`` is not).
-    """
-    n = source.shape[0] - step
-    first, second, out = source[:n], source[step:], target[:n]
-    for k in range(n):
+def _max_of(first, second, out):
+    """``out = maximum(first, second)``, elementwise (``a if a > b else b`` vectorises;
+    numba's ``max()`` does not)."""
+    for k in range(out.shape[0]):
         a, b = first[k], second[k]
         out[k] = a if a > b else b
-    target[n:] = source[n:]
 
 
 @numba.njit(cache=True, nogil=True)
-def _running_max_rows(image, size, out):
-    """``out[y, x] = max(image[y, x - (size-1)//2 : x + size//2 + 1])`` (zeros outside).
+def _running_max_row(row, size, buffers, out):
+    """``out[x] = max(row[x - (size-1)//2 : x + size//2 + 1])`` (zeros outside); ``out`` may
+    be ``row``.
 
-    Along a row, by doubling (it vectorises, unlike van Herk/Gil-Werman's block scans):
-    after the pass of step ``j`` a value is the maximum of the ``2 * j`` from it on; two
-    overlapping runs of the largest power of two ``<= size`` cover the box.
+    By doubling (it vectorises, unlike van Herk/Gil-Werman's scans along the row): after
+    the pass of step ``j`` a value is the maximum of the ``2 j`` from it on; two overlapping
+    runs of the largest power of two ``<= size`` cover the box. Each pass shortens the
+    valid part of the zero-extended row by its step.
     """
-    height, width = image.shape
+    width = row.shape[0]
     before = (size - 1) // 2
-    length = width + size - 1  # the zero-extended row
-    buffers = np.zeros((2, length), dtype=image.dtype)
+    length = width + size - 1
+    extended = buffers[0]
+    for k in range(length):
+        extended[k] = 0
+    for x in range(width):
+        extended[before + x] = row[x]
     run = 1
     while run * 2 <= size:
         run *= 2
+    current = 0
+    step = 1
+    while step < run:
+        length -= step
+        source, target = buffers[current], buffers[1 - current]
+        _max_of(source[:length], source[step:step + length], target[:length])
+        current = 1 - current
+        step *= 2
     tail = size - run
-    for y in range(height):
-        buffers[0, :before] = 0
-        buffers[0, before:before + width] = image[y]
-        buffers[0, before + width:] = 0
-        current = 0
-        step = 1
-        while step < run:
-            _pairwise_max(buffers[current], buffers[1 - current], step)
-            current = 1 - current
-            step *= 2
-        first, second, target = buffers[current, :width], buffers[current, tail:tail + width], out[y]
-        for x in range(width):
-            a, b = first[x], second[x]
-            target[x] = a if a > b else b
+    source = buffers[current]
+    _max_of(source[:width], source[tail:tail + width], out)
+
+
+#: Columns per strip of the column pass: the suffix maxima of a block of rows stay in L2.
+STRIP = 1024
 
 
 @numba.njit(cache=True, nogil=True)
-def _elementwise_max(first, second, out):
-    for x in range(out.shape[0]):
-        a, b = first[x], second[x]
-        out[x] = a if a > b else b
-
-
-#: Columns per strip of the column pass: its prefix and suffix buffers stay in cache.
-STRIP = 512
+def _scan_rows(image, rows, x0, x1, scan):
+    """``scan[k] = max(scan[k - 1], image[rows[k], x0:x1])`` down the given image rows (zero
+    rows where they fall outside the image); ``scan[0]`` is the first row itself. Each row
+    goes to a new buffer row: in-place maxima would not vectorise (LLVM's overlap check)."""
+    height = image.shape[0]
+    n = x1 - x0
+    for k in range(rows.shape[0]):
+        y = rows[k]
+        current = scan[k, :n]
+        if k == 0:
+            if 0 <= y < height:
+                copy_into(image[y, x0:x1], current)
+            else:
+                current[:] = 0
+        elif 0 <= y < height:
+            _max_of(scan[k - 1, :n], image[y, x0:x1], current)
+        else:
+            copy_into(scan[k - 1, :n], current)
 
 
 @numba.njit(cache=True, nogil=True)
-def _running_max_columns(image, size, out):
-    """Like :func:`_running_max_rows` along axis 0: van Herk/Gil-Werman, vectorised along
-    rows, over strips of :data:`STRIP` columns."""
-    height, width = image.shape
+def _running_max_columns(image, size, first, stop, out):
+    """Rows ``first:stop`` of ``out[y, x] = max(image[y - (size-1)//2 : y + size//2 + 1, x])``
+    (zeros outside): van Herk/Gil-Werman along columns, vectorised along rows, over strips
+    of :data:`STRIP` columns.
+
+    The boxes of the rows ``y`` starting in one block of ``size`` rows are that block's
+    suffix maxima from ``y``'s box start, joined with the next block's prefix maxima.
+    """
+    width = image.shape[1]
     before = (size - 1) // 2
-    length = height + size - 1  # zero rows before and after
-    prefix = np.empty((length, STRIP), dtype=image.dtype)
-    suffix = np.empty((length, STRIP), dtype=image.dtype)
-    zero = np.zeros(STRIP, dtype=image.dtype)
+    suffix = np.empty((size, STRIP), dtype=image.dtype)
+    prefix = np.empty((size, STRIP), dtype=image.dtype)
+    backward = np.arange(size - 1, -1, -1)
+    forward = np.arange(size)
     for x0 in range(0, width, STRIP):
         x1 = min(x0 + STRIP, width)
         n = x1 - x0
-        for start in range(0, length, size):
-            stop = min(start + size, length)
-            for k in range(start, stop):
-                y = k - before
-                row = image[y, x0:x1] if 0 <= y < height else zero[:n]
-                if k == start:
-                    prefix[k, :n] = row
+        for start in range(first - before, stop - before, size):
+            _scan_rows(image, start + backward, x0, x1, suffix)  # suffix[size - 1 - j]: rows j.. of the block
+            _scan_rows(image, start + size + forward, x0, x1, prefix)  # prefix[j]: rows ..j of the next
+            for j in range(min(size, stop - before - start)):
+                y = start + j + before
+                if j == 0:
+                    copy_into(suffix[size - 1, :n], out[y, x0:x1])
                 else:
-                    _elementwise_max(prefix[k - 1, :n], row, prefix[k, :n])
-            for k in range(stop - 1, start - 1, -1):
-                y = k - before
-                row = image[y, x0:x1] if 0 <= y < height else zero[:n]
-                if k == stop - 1:
-                    suffix[k, :n] = row
-                else:
-                    _elementwise_max(suffix[k + 1, :n], row, suffix[k, :n])
-        for y in range(height):
-            _elementwise_max(suffix[y, :n], prefix[y + size - 1, :n], out[y, x0:x1])
+                    _max_of(suffix[size - 1 - j, :n], prefix[j - 1, :n], out[y, x0:x1])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -119,34 +132,99 @@ def _extent(size):
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_maxima(row, top, threshold):
-    """How many pixels of a row are above ``threshold`` and equal to their dilation."""
-    count = 0
+def _flag(row, top, threshold, flags):
+    """``flags[x] = row[x] > threshold and row[x] == top[x]`` (byte operations only: they
+    vectorise 32 pixels wide)."""
     for x in range(row.shape[0]):
         value = row[x]
-        count += (value > threshold) & (value == top[x])
-    return count
+        flags[x] = (value > threshold) & (value == top[x])
 
 
 @numba.njit(cache=True, nogil=True)
-def _collect_dense(image, threshold, margin0, margin1, dilated, n_candidates):
-    """The maxima: pixels above ``threshold`` equal to their dilation (a branch-free count
-    per row first: maxima are rare, candidates are not)."""
+def _outshone(top, x, before, after, value):
+    """Whether some ``top[x - before : x + after + 1]`` exceeds ``value``."""
+    for k in range(max(x - before, 0), min(x + after + 1, top.shape[0])):
+        if top[k] > value:
+            return True
+    return False
+
+
+#: A row with flagged pixels in more of its 8-pixel words than its width over 8 times this
+#: gets the full running maximum along the row instead of a window scan per flagged pixel
+#: (flat images).
+SCAN_LIMIT = 8
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_maxima(row, top, threshold, size1, flags, buffers, found):
+    """The columns (into ``found``; returns how many) where ``row`` is above ``threshold`` and
+    equal to the maximum of ``top`` (the column maxima) over scipy's box along the row.
+
+    A pixel below its column maximum is no maximum; the few equal to it (flagged) are
+    checked against the column maxima in their box, one by one or, when many, by the
+    running maximum of the whole row.
+    """
+    width = row.shape[0]
+    _flag(row, top, threshold, flags[:width])  # ``flags``: zeros up to a multiple of 8
+    words = flags.view(np.uint64)  # eight pixels at a time
+    n_words = 0
+    for k in range(words.shape[0]):
+        n_words += words[k] != 0
+    if n_words == 0:
+        return 0
+    before, after = _extent(size1)
+    whole = size1 > 1 and n_words > width // (8 * SCAN_LIMIT)
+    if whole:
+        _running_max_row(top, size1, buffers, buffers[2, :width])
+    n = 0
+    for k in range(words.shape[0]):
+        if words[k] == 0:
+            continue
+        for x in range(8 * k, min(8 * k + 8, width)):
+            if flags[x] and not (row[x] < buffers[2, x] if whole else _outshone(top, x, before, after, row[x])):
+                found[n] = x
+                n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _column_maxima(image, size, first, stop, out):
+    """Rows ``first:stop`` of the dilation along columns (a copy for ``size <= 1``)."""
+    if size > 1:
+        _running_max_columns(image, size, first, stop, out)
+    else:
+        for y in range(first, stop):
+            copy_into(image[y], out[y])
+
+
+@numba.njit(cache=True, nogil=True)
+def band_maxima(image, size0, size1, threshold, margin0, margin1, first, stop, column_max):
+    """The maxima of rows ``first:stop``: pixels above ``threshold`` equal to scipy's
+    ``grey_dilation(image, (size0, size1))``.
+
+    ``column_max`` (image-sized scratch) receives rows ``first:stop`` of the dilation along
+    columns. Returns ``(coords, n_maxima)``: the (row, col) of the maxima at least ``margin``
+    from every edge, in C order, and how many maxima the rows have with the margins.
+    """
     height, width = image.shape
-    coords = np.empty((n_candidates, 2), dtype=np.intp)
-    n_maxima = 0
-    n_inside = 0
-    for y in range(height):
-        row, top = image[y], dilated[y]
-        count = _count_maxima(row, top, threshold)
-        if count == 0:
+    flags = np.zeros(8 * ((width + 7) // 8), dtype=np.uint8)
+    buffers = np.empty((3, width + max(size1, 1) - 1), dtype=image.dtype)
+    found = np.empty(width, dtype=np.intp)
+    coords = np.empty((64, 2), dtype=np.intp)
+    n_maxima = n_inside = 0
+    chunk = max(size0, 64)  # rows of column maxima made, then used while in the cache
+    for y in range(first, stop):
+        if (y - first) % chunk == 0:
+            _column_maxima(image, size0, y, min(y + chunk, stop), column_max)
+        n = _row_maxima(image[y], column_max[y], threshold, size1, flags, buffers, found)
+        n_maxima += n
+        if n == 0 or not margin0 <= y < height - margin0:
             continue
-        n_maxima += count
-        if not margin0 <= y < height - margin0:
-            continue
-        for x in range(margin1, width - margin1):
-            value = row[x]
-            if value > threshold and value == top[x]:
+        for i in range(n):
+            x = found[i]
+            if margin1 <= x < width - margin1:
+                if n_inside == coords.shape[0]:
+                    coords = np.concatenate((coords, np.empty_like(coords)))
                 coords[n_inside, 0] = y
                 coords[n_inside, 1] = x
                 n_inside += 1
@@ -211,26 +289,28 @@ def _collect_sparse(image, threshold, size0, size1, margin0, margin1):
 
 
 @numba.njit(cache=True, nogil=True)
-def maxima_kernel(image, size0, size1, threshold, margin0, margin1, dilated, strategy=0):
+def few_candidates(n_candidates, size0, n_pixels):
+    """Whether comparing the candidates with each other is cheaper than the dilation."""
+    return n_candidates * max(size0, 1) <= n_pixels // 8
+
+
+@numba.njit(cache=True, nogil=True)
+def maxima_kernel(image, size0, size1, threshold, margin0, margin1, dilated, strategy=0, n_candidates=-1):
     """Local maxima of ``image`` above ``threshold``, as trackpy's ``grey_dilation`` finds them.
 
     ``threshold`` has the image's dtype (an integer pixel is above a float threshold ``t``
     exactly when it is above ``floor(t)``; integer comparisons vectorise). ``dilated``
-    (image-sized scratch) receives the dilation when it is computed. ``strategy``: 0 picks
-    the cheaper way, 1 compares candidates, 2 dilates (for tests).
+    (image-sized scratch) receives the dilation along columns when it is computed. ``strategy``: 0 picks
+    the cheaper way, 1 compares candidates, 2 dilates (for tests). ``n_candidates``: how
+    many pixels are above ``threshold``, if known (the histogram tells), else counted.
 
     Returns ``(coords, n_maxima)``: the (row, col) of the maxima at least ``margin`` from
     every edge, in C order (``np.where``'s), and how many maxima there were with the margins.
     """
-    n_candidates = 0
-    for value in image.ravel():
-        n_candidates += value > threshold
-    if strategy == 1 or (strategy == 0 and n_candidates * max(size0, 1) <= image.size // 8):
+    if n_candidates < 0:
+        n_candidates = 0
+        for value in image.ravel():
+            n_candidates += value > threshold
+    if strategy == 1 or (strategy == 0 and few_candidates(n_candidates, size0, image.size)):
         return _collect_sparse(image, threshold, size0, size1, margin0, margin1)
-    if size0 > 1:
-        _running_max_columns(image, size0, dilated)
-    else:
-        dilated[:] = image
-    if size1 > 1:
-        _running_max_rows(dilated, size1, dilated)  # row by row through a buffer: in place
-    return _collect_dense(image, threshold, margin0, margin1, dilated, n_candidates)
+    return band_maxima(image, size0, size1, threshold, margin0, margin1, 0, image.shape[0], dilated)

@@ -2,13 +2,8 @@
 
 ``trackpy.uncertainty.measure_noise`` takes the raw pixels *outside* the binary dilation of
 the integer image's nonzero pixels by the feature disk (``binary_mask(radius)``, nothing
-beyond the border) and returns their ``mean()`` and ``std()``. Here that dilation is built
-one of two exact ways, whichever is cheaper for the image:
-
-* few nonzero pixels (the usual Bragg image: the gamut is set by the brightest peak, so
-  the noise rounds to zero): paint the disk's rows around each nonzero pixel;
-* many: per row, the distance to the nearest nonzero pixel; a pixel is covered when some
-  disk row ``d`` (half-width ``w[|d|]``) finds one at most ``w[|d|]`` columns away.
+beyond the border) and returns their ``mean()`` and ``std()``. The dilation is built as
+one bit per pixel (:mod:`._coverage`); the pixels outside it are gathered in C order.
 
 The background values are then summed in numpy's own order: ``np.add.reduce`` on a
 contiguous float64 array is ``0.0 + pairwise(values)``, with numpy's pairwise summation
@@ -21,106 +16,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["covered_kernel", "background_kernel", "pairwise_sum"]
+from ._coverage import covered_bits, n_words, pack_nonzero, unpack
+from .parallel import bands, get_threads, map_bands
 
+__all__ = ["covered_kernel", "background_kernel", "background_values", "gather_background", "mean_std",
+           "pairwise_sum", "square_deviations"]
 
-@numba.njit(cache=True, nogil=True)
-def _paint(image, half_widths, covered):
-    height, width = image.shape
-    reach = half_widths.shape[0] - 1
-    for y in range(height):
-        for x in range(width):
-            if image[y, x] == 0:
-                continue
-            for d in range(-reach, reach + 1):
-                row = y + d
-                if row < 0 or row >= height:
-                    continue
-                w = half_widths[abs(d)]
-                for col in range(max(x - w, 0), min(x + w + 1, width)):
-                    covered[row, col] = 1
-
-
-@numba.njit(cache=True, nogil=True)
-def _relax(source, target):
-    """``target[x] = min(source[x], source[x - 1] + 1, source[x + 1] + 1)``, in uint8.
-
-    Slices, conditional expressions and uint8 arithmetic (numba widens integer arithmetic
-    to 64 bits unless told) keep the loop vectorised 32 pixels wide.
-    """
-    n = source.shape[0]
-    one = np.uint8(1)
-    target[0] = source[0]
-    target[n - 1] = source[n - 1]
-    if n > 1:
-        a, b = source[0], np.uint8(source[1] + one)
-        target[0] = a if a < b else b
-        a, b = source[n - 1], np.uint8(source[n - 2] + one)
-        target[n - 1] = a if a < b else b
-    centre, left, right, out = source[1:n - 1], source[:n - 2], source[2:], target[1:n - 1]
-    for x in range(n - 2):
-        a, b, c = centre[x], np.uint8(left[x] + one), np.uint8(right[x] + one)
-        m = a if a < b else b
-        out[x] = m if m < c else c
-
-
-@numba.njit(cache=True, nogil=True)
-def _row_distance(row, cap, buffers, out):
-    """``out[x]``: columns from x to the nearest nonzero pixel of ``row``, at most ``cap``
-    (< 255): ``cap - 1`` relaxation sweeps, each exact for one more column of distance."""
-    first = buffers[0]
-    for x in range(row.shape[0]):
-        first[x] = 0 if row[x] != 0 else cap
-    current = 0
-    for _ in range(cap - 1):
-        _relax(buffers[current], buffers[1 - current])
-        current = 1 - current
-    out[:] = buffers[current]
-
-
-@numba.njit(cache=True, nogil=True)
-def _by_distances(image, half_widths, covered):
-    height, width = image.shape
-    reach = half_widths.shape[0] - 1
-    cap = 0
-    for d in range(reach + 1):
-        cap = max(cap, half_widths[d] + 1)
-    cap = np.uint8(cap)
-    buffers = np.empty((2, width), dtype=np.uint8)
-    window = 2 * reach + 1  # ring of the distance rows y - reach .. y + reach
-    ring = np.empty((window, width), dtype=np.uint8)
-    for row in range(min(reach, height)):
-        _row_distance(image[row], cap, buffers, ring[row % window])
-    for y in range(height):
-        if y + reach < height:
-            _row_distance(image[y + reach], cap, buffers, ring[(y + reach) % window])
-        target = covered[y]
-        for d in range(-reach, reach + 1):
-            row = y + d
-            if row < 0 or row >= height:
-                continue
-            w = np.uint8(half_widths[abs(d)])
-            source = ring[row % window]
-            for x in range(width):
-                target[x] |= source[x] <= w
-
-
-@numba.njit(cache=True, nogil=True)
-def covered_kernel(image, half_widths, n_nonzero, covered, strategy=0):
-    """``covered[...]``: uint8 mask of ``binary_dilation(image != 0, disk)``.
-
-    ``half_widths[d]``: the disk's half-width ``d`` rows off its centre; ``n_nonzero``:
-    how many pixels are nonzero. ``strategy``: 0 picks the cheaper way, 1 paints, 2 uses
-    row distances (for tests).
-    """
-    covered[:] = 0
-    area = 0
-    for d in range(half_widths.shape[0]):
-        area += (2 * half_widths[d] + 1) * (1 if d == 0 else 2)
-    if strategy == 1 or (strategy == 0 and n_nonzero * area <= 4 * image.size):
-        _paint(image, half_widths, covered)
-    else:
-        _by_distances(image, half_widths, covered)
+_ONE, _ALL = np.uint64(1), np.uint64(2**64 - 1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -191,26 +93,109 @@ def pairwise_sum(values, start, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def background_kernel(raw, covered, scratch):
+def gather_background(raw, covered, first, stop, values):
+    """The pixels of rows ``first:stop`` whose bit in ``covered`` is not set, in C order,
+    as float64 into ``values``; returns how many. Whole words skip or copy 64 pixels."""
+    width = raw.shape[1]
+    n = 0
+    for y in range(first, stop):
+        row, bits = raw[y], covered[y]
+        for k in range(bits.shape[0]):
+            word = bits[k]
+            if word == _ALL:
+                continue
+            base = k << 6
+            end = min(base + 64, width)
+            if word == 0:
+                for x in range(base, end):
+                    values[n + x - base] = np.float64(row[x])
+                n += end - base
+                continue
+            for x in range(base, end):
+                if not (word >> np.uint64(x - base)) & _ONE:
+                    values[n] = np.float64(row[x])
+                    n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def background_values(raw, integer, half_widths, n_nonzero, covered, values):
+    """The whole image's mask into ``covered`` (:func:`._coverage.covered_bits`) and the raw
+    pixels outside it into ``values``; returns how many. One call: it runs without the
+    GIL from start to end."""
+    height = raw.shape[0]
+    covered_bits(integer, half_widths, n_nonzero, covered, 0, height)
+    return gather_background(raw, covered, 0, height, values)
+
+
+@numba.njit(cache=True, nogil=True)
+def square_deviations(values, start, stop, mean):
+    """``values[i] = (values[i] - mean) ** 2`` for ``i`` in ``start:stop``, as numpy's ``_var``
+    computes it (``x = arr - mean``, then ``x * x``)."""
+    for i in range(start, stop):
+        deviation = values[i] - mean
+        values[i] = deviation * deviation
+
+
+def _sum(values: np.ndarray, n: int) -> float:
+    """numpy's ``np.add.reduce(values[:n])``: ``0.0 +`` its pairwise sum. numpy's first step
+    splits the values in two halves (at a multiple of 8) and adds their sums: with several
+    threads (:mod:`.parallel`) the halves are summed on two of them."""
+    half = n // 2 - (n // 2) % 8
+    if n <= 128 or get_threads() == 1:
+        return 0.0 + pairwise_sum(values, 0, n)
+    left, right = map_bands(lambda start, stop: pairwise_sum(values, start, stop - start), [(0, half), (half, n)])
+    return 0.0 + (left + right)
+
+
+def mean_std(values: np.ndarray, n: int) -> tuple[float, float]:
+    """``(mean, std)`` of ``values[:n]`` as numpy computes them (NaN when undefined);
+    ``values`` then holds the squared deviations.
+
+    Examples
+    --------
+    >>> values = np.random.default_rng(0).random(1000)
+    >>> mean_std(values.copy(), 1000) == (values.mean(), values.std())
+    True
+    """
+    if n == 0:
+        return np.nan, np.nan
+    mean = np.float64(_sum(values, n) / n)
+    if n == 1:
+        return mean, np.nan
+    map_bands(lambda start, stop: square_deviations(values, start, stop, mean), bands(n, get_threads()))
+    return mean, np.float64(np.sqrt(_sum(values, n) / n))
+
+
+@numba.njit(cache=True, nogil=True)
+def covered_kernel(image, half_widths, n_nonzero, covered, strategy=0):
+    """``covered[...]``: uint8 mask of ``binary_dilation(image != 0, disk)``
+    (:func:`._coverage.covered_bits`, unpacked).
+
+    ``half_widths[d]``: the disk's half-width ``d`` rows off its centre; ``n_nonzero``:
+    how many pixels are nonzero. ``strategy``: 0 picks the cheaper way, 1 paints, 2 dilates
+    rows (for tests).
+    """
+    height, width = image.shape
+    bits = np.empty((height, n_words(width)), dtype=np.uint64)
+    covered_bits(image, half_widths, n_nonzero, bits, 0, height, strategy)
+    for y in range(height):
+        unpack(bits[y], covered[y])
+
+
+@numba.njit(cache=True, nogil=True)
+def _pack_rows(mask, bits):
+    for y in range(mask.shape[0]):
+        pack_nonzero(mask[y], bits[y])
+
+
+def background_kernel(raw: np.ndarray, covered: np.ndarray, scratch: np.ndarray) -> tuple[int, float, float]:
     """``(n, mean, std)`` of ``raw[covered == 0]`` as numpy computes them (NaN when undefined).
 
-    ``scratch`` (float64, at least ``raw.size``) receives the values, then their squared
-    deviations.
+    ``covered``: a uint8 mask; ``scratch`` (float64, at least ``raw.size``) receives the
+    values, then their squared deviations.
     """
-    height, width = raw.shape
-    n = 0
-    for y in range(height):
-        for x in range(width):
-            if covered[y, x] == 0:
-                scratch[n] = np.float64(raw[y, x])
-                n += 1
-    if n == 0:
-        return n, np.nan, np.nan
-    mean = (0.0 + pairwise_sum(scratch, 0, n)) / n
-    if n == 1:
-        return n, mean, np.nan
-    for i in range(n):
-        deviation = scratch[i] - mean
-        scratch[i] = deviation * deviation
-    variance = (0.0 + pairwise_sum(scratch, 0, n)) / n
-    return n, mean, np.sqrt(variance)
+    bits = np.empty((raw.shape[0], n_words(raw.shape[1])), dtype=np.uint64)
+    _pack_rows(covered, bits)
+    n = gather_background(raw, bits, 0, raw.shape[0], scratch)
+    return (n, *mean_std(scratch, n))

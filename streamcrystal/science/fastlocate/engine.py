@@ -5,36 +5,64 @@ The steps of ``trackpy.locate`` (trackpy 0.7, ``feature.py``) and what runs here
 ================================  ===============================================
 trackpy                           here
 ================================  ===============================================
-``bandpass`` (scipy filters)      :func:`._bandpass.bandpass_kernel`: same float ops
-``convert_to_int``                :func:`._bandpass.to_int_kernel` (+ histogram)
+``bandpass`` (scipy filters)      :func:`._bandpass.bandpass_rows`: same float ops
+``convert_to_int``                :func:`._integer.to_int_kernel` (+ histogram)
 ``percentile_threshold``          :func:`.percentile.percentile_threshold`
 ``grey_dilation`` maxima          :func:`._maxima.maxima_kernel` (van Herk/Gil-Werman)
 ``refine_com``                    trackpy's own ``refine_com`` (numba)
 ``where_close`` duplicates        trackpy's own ``where_close``
 mass/size filters, ``topn``       the same pandas operations
-``measure_noise``                 :mod:`._noise`: dilation by rows, numpy's sums
+``measure_noise``                 :mod:`._coverage` (dilation as bits), :mod:`._noise`
 ``_static_error``                 trackpy's own ``_static_error``
 ================================  ===============================================
 
 Every step gives the same numbers as trackpy's, so :func:`locate` returns the DataFrame
 ``trackpy.locate`` returns (same rows, order, columns, dtypes and values) and emits the
 same warnings.
+
+With :func:`.parallel.set_threads` above 1, the image steps run on bands of rows, one per
+thread, each computing exactly its rows of the whole-image result: the bandpass (a band
+first replays the vertical running sums of the rows above it), the integer conversion
+(one histogram per band, added), the dilation (a band reads the rows in reach around
+it). The background noise then runs on a worker thread while trackpy's refinement and
+the pandas steps run on the calling thread.
 """
 from __future__ import annotations
 
+import contextlib
+import time
 import warnings
 
 import numpy as np
 import pandas as pd
 
 from . import workspace
-from ._bandpass import bandpass_kernel, to_int_kernel
-from ._maxima import maxima_kernel
-from ._noise import background_kernel, covered_kernel
+from ._bandpass import NONFINITE, TINY_PIXELS, bandpass_rows
+from ._coverage import count_uncovered, covered_bits, n_words
+from ._integer import to_int_kernel
+from ._maxima import band_maxima, few_candidates, maxima_kernel
+from ._noise import background_values, gather_background, mean_std
 from .options import Plan
+from .parallel import bands, get_threads, in_background, map_bands, serial
 from .percentile import percentile_threshold
 
-__all__ = ["run", "bandpassed", "local_maxima", "background_noise", "NonFiniteImage"]
+__all__ = ["run", "bandpassed", "local_maxima", "background_noise", "NonFiniteImage", "STEPS"]
+
+#: The steps :func:`run` times when given a ``timings`` dict (seconds, added up per step).
+#: With threads the background noise is computed beside the refinement and filters: its
+#: step is then the wait for what is left of it.
+STEPS = ("bandpass", "to_int + histogram", "percentile", "maxima", "refine_com (trackpy)", "where_close",
+         "filters (pandas)", "noise (mask + mean/std)", "ep (_static_error)")
+
+#: Images below this many pixels a thread are located on one thread: handing work to other
+#: threads costs more than it saves on them (measured: 0.1 ms a hand-over).
+MIN_PIXELS_PER_THREAD = 2**19
+
+#: Share of the rows the first of two bands takes in the bandpass of a float image: the
+#: second band first replays the vertical running sums of the rows above it, a fifth of
+#: the cost of filtering them (measured: 12 ms of 63 for half a 3072 x 3888 image).
+#: Integer images need no replay (their sums are exact in any order).
+FIRST_BAND_SHARE = 0.56
 
 
 class NonFiniteImage(ValueError):
@@ -53,6 +81,38 @@ def _gaussian(sigma: float) -> np.ndarray:
     return weights
 
 
+def _bands(height: int, first_share: float = 0.5) -> list[tuple[int, int]]:
+    return bands(height, get_threads(), first_share)
+
+
+def _bandpass(p: Plan) -> tuple[np.ndarray, np.float64]:
+    """trackpy's ``bandpass`` into this thread's float64 scratch, and its maximum."""
+    image = workspace.scratch("bandpassed", p.image.shape, np.float64)
+    arguments = (p.image, _gaussian(p.noise_size[0]), _gaussian(p.noise_size[1]), p.smoothing_size[0],
+                 p.smoothing_size[1], p.image.dtype.kind in "iu", p.threshold, image)
+    ranges = _bands(p.image.shape[0], FIRST_BAND_SHARE if p.image.dtype.kind == "f" else 0.5)
+    results = map_bands(lambda first, stop: bandpass_rows(*arguments, first, stop), ranges)
+    if any(status & TINY_PIXELS for _, status in results):  # divide with the instruction instead
+        results = map_bands(lambda first, stop: bandpass_rows(*arguments, first, stop, True), ranges)
+    if any(status & NONFINITE for _, status in results):
+        raise NonFiniteImage("NaN or infinite pixels in the bandpassed image")
+    return image, np.float64(max(image_max for image_max, _ in results))
+
+
+def _to_int(p: Plan, image: np.ndarray, image_max: np.float64) -> tuple[np.ndarray, np.float64, np.ndarray]:
+    """trackpy's ``convert_to_int``: the integer image (scratch), ``scale_factor``, histogram."""
+    max_value = np.iinfo(p.int_dtype).max
+    scale_factor = np.float64(1.0) if image_max == 0 else max_value / image_max
+    integer = workspace.scratch("integer", p.image.shape, p.int_dtype)
+
+    def convert(first: int, stop: int) -> np.ndarray:
+        histogram = np.zeros(max_value + 1, dtype=np.int64)
+        to_int_kernel(image[first:stop], float(scale_factor), integer[first:stop], histogram)
+        return histogram
+
+    return integer, scale_factor, sum(map_bands(convert, _bands(p.image.shape[0])))
+
+
 def bandpassed(p: Plan) -> tuple[np.ndarray, np.floating, np.ndarray]:
     """The integer image, ``scale_factor`` and histogram of trackpy's bandpass + convert_to_int.
 
@@ -69,33 +129,38 @@ def bandpassed(p: Plan) -> tuple[np.ndarray, np.floating, np.ndarray]:
     >>> bool(np.array_equal(integer, expected) and scale == expected_scale)
     True
     """
-    image = workspace.scratch("bandpassed", p.image.shape, np.float64)
-    truncate = p.image.dtype.kind in "iu"
-    image_max, n_nonfinite = bandpass_kernel(
-        p.image, _gaussian(p.noise_size[0]), _gaussian(p.noise_size[1]),
-        p.smoothing_size[0], p.smoothing_size[1], truncate, p.threshold, image,
-    )
-    if n_nonfinite:
-        raise NonFiniteImage(f"NaN or infinite pixels: {n_nonfinite} bandpassed pixels are not finite")
-    max_value = np.iinfo(p.int_dtype).max
-    image_max = np.float64(image_max)
-    scale_factor = np.float64(1.0) if image_max == 0 else max_value / image_max
-    integer = workspace.scratch("integer", p.image.shape, p.int_dtype)
-    histogram = np.zeros(max_value + 1, dtype=np.int64)
-    to_int_kernel(image, float(scale_factor), integer, histogram)
-    return integer, scale_factor, histogram
+    return _to_int(p, *_bandpass(p))
 
 
-def local_maxima(p: Plan, integer: np.ndarray, histogram: np.ndarray) -> np.ndarray:
-    """trackpy's ``grey_dilation(image, separation, percentile, margin, precise=False)``."""
+def _threshold(p: Plan, histogram: np.ndarray):
+    """trackpy's percentile threshold as an integer pixel value (``None``: a black image).
+
+    An integer pixel is above the threshold exactly when it is above its floor."""
     threshold = percentile_threshold(histogram, p.percentile)
     if np.isnan(threshold):
         warnings.warn("Image is completely black.", UserWarning)
-        return np.empty((0, 2))
-    # integer pixels are above ``threshold`` exactly when above its floor (an image value)
-    cut = integer.dtype.type(np.floor(threshold))
+        return None
+    return np.dtype(p.int_dtype).type(np.floor(threshold))
+
+
+def _maxima(p: Plan, integer: np.ndarray, cut, n_candidates: int) -> tuple[np.ndarray, int]:
+    """The maxima's coordinates off the margins, and how many there are with the margins."""
     dilated = workspace.scratch("dilated", integer.shape, integer.dtype)
-    coords, n_maxima = maxima_kernel(integer, *p.dilation_size, cut, *p.margin, dilated)
+    ranges = _bands(integer.shape[0])
+    if len(ranges) == 1 or few_candidates(n_candidates, p.dilation_size[0], integer.size):
+        return maxima_kernel(integer, *p.dilation_size, cut, *p.margin, dilated, 0, n_candidates)
+    bands_found = map_bands(lambda first, stop: band_maxima(integer, *p.dilation_size, cut, *p.margin, first, stop,
+                                                            dilated), ranges)
+    return np.concatenate([coords for coords, _ in bands_found]), sum(n for _, n in bands_found)
+
+
+def _local_maxima(p: Plan, integer: np.ndarray, histogram: np.ndarray, clock) -> np.ndarray:
+    with clock("percentile"):
+        cut = _threshold(p, histogram)
+    if cut is None:
+        return np.empty((0, 2))
+    with clock("maxima"):
+        coords, n_maxima = _maxima(p, integer, cut, int(histogram[int(cut) + 1:].sum()))
     if n_maxima == 0:
         warnings.warn("Image contains no local maxima.", UserWarning)
         return np.empty((0, 2))
@@ -103,6 +168,11 @@ def local_maxima(p: Plan, integer: np.ndarray, histogram: np.ndarray) -> np.ndar
         warnings.warn("All local maxima were in the margins.", UserWarning)
         return np.empty((0, 2))
     return coords
+
+
+def local_maxima(p: Plan, integer: np.ndarray, histogram: np.ndarray) -> np.ndarray:
+    """trackpy's ``grey_dilation(image, separation, percentile, margin, precise=False)``."""
+    return _local_maxima(p, integer, histogram, _Clock(None))
 
 
 def _half_widths(radius: tuple[int, int]) -> np.ndarray:
@@ -114,47 +184,73 @@ def _half_widths(radius: tuple[int, int]) -> np.ndarray:
     return np.array([np.abs(columns[mask[radius[0] + d]]).max() for d in range(radius[0] + 1)], dtype=np.int64)
 
 
-def background_noise(p: Plan, integer: np.ndarray, n_nonzero: int) -> tuple[float, float]:
-    """trackpy's ``measure_noise(integer, raw, radius)``: mean and std of the background."""
-    covered = workspace.scratch("covered", integer.shape, np.uint8)
-    covered_kernel(integer, _half_widths(p.radius), n_nonzero, covered)
-    values = workspace.scratch("bandpassed", p.image.shape, np.float64).reshape(-1)  # free by now
-    n, mean, std = background_kernel(p.image, covered, values)
-    if n == 0:
-        return np.nan, np.nan
-    return np.float64(mean), (np.nan if n == 1 else np.float64(std))
+def _background(raw: np.ndarray, integer: np.ndarray, half_widths: np.ndarray, n_nonzero: int,
+                covered: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """``measure_noise``'s mean and std, with the scratch arrays given (see :func:`background_noise`)."""
+    height, width = integer.shape
+    ranges = _bands(height)
+    if len(ranges) == 1:
+        n = background_values(raw, integer, half_widths, n_nonzero, covered, values)
+    else:  # the mask by bands, then each band's pixels after those of the bands above
+        map_bands(lambda first, stop: covered_bits(integer, half_widths, n_nonzero, covered, first, stop), ranges)
+        counts = [count_uncovered(covered, first, stop, width) for first, stop in ranges]
+        starts = dict(zip(ranges, np.cumsum([0] + counts)))
+        map_bands(lambda first, stop: gather_background(raw, covered, first, stop, values[starts[first, stop]:]),
+                  ranges)
+        n = sum(counts)
+    return (np.nan, np.nan) if n == 0 else mean_std(values, n)
 
 
-def run(p: Plan) -> pd.DataFrame:
-    """``trackpy.locate`` for a supported call (see :func:`.options.plan`).
+def _background_task(p: Plan, integer: np.ndarray, n_nonzero: int):
+    """:func:`background_noise` as a task (:func:`.parallel.in_background`): with threads,
+    it runs on a worker while trackpy refines and filters the features on this thread.
 
-    Examples
-    --------
-    >>> import trackpy
-    >>> from streamcrystal.science.fastlocate.options import plan
-    >>> image = trackpy.artificial.draw_spots((48, 64), [(20, 30)], 3, noise_level=5)
-    >>> run(plan(image, 9, separation=12)).equals(trackpy.locate(image, 9, separation=12))
-    True
+    Its scratch is this thread's, taken here: the float image's (free once the integer
+    image is made) for the background values.
     """
-    from trackpy.find import where_close
-    from trackpy.masks import N_binary_mask
-    from trackpy.refine import refine_com
-    from trackpy.uncertainty import _static_error
-    from trackpy.utils import pandas_concat
+    height, width = integer.shape
+    covered = workspace.scratch("covered", (height, n_words(width)), np.uint64)
+    values = workspace.scratch("bandpassed", p.image.shape, np.float64).reshape(-1)
+    return in_background(_background, p.image, integer, _half_widths(p.radius), n_nonzero, covered, values)
 
-    if 3 in p.image.shape or 4 in p.image.shape:
-        warnings.warn("I am interpreting the image as 2-dimensional. If it is actually a "
-                      "1-dimensional color image, convert it to grayscale first.")
-    integer, scale_factor, histogram = bandpassed(p)
-    coords = local_maxima(p, integer, histogram)
-    features = refine_com(p.image, integer, p.radius, coords, max_iterations=p.max_iterations,
-                          engine=p.engine, characterize=True)
-    if len(features) == 0:
-        return features
-    if np.all(np.greater(p.separation, 0)):  # flat peaks give several maxima: keep the brightest
+
+def background_noise(p: Plan, integer: np.ndarray, n_nonzero: int) -> tuple[float, float]:
+    """trackpy's ``measure_noise(integer, raw, radius)``: mean and std of the raw pixels
+    outside the dilated mask."""
+    return _background_task(p, integer, n_nonzero).result()
+
+
+class _Clock:
+    """Adds the seconds each step takes to ``timings[step]`` (nothing when ``timings`` is None)."""
+
+    def __init__(self, timings: dict | None):
+        self.timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, step: str):
+        if self.timings is None:
+            yield
+            return
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - start
+
+
+def _drop_duplicates(p: Plan, features: pd.DataFrame) -> pd.DataFrame:
+    """Flat peaks give several maxima: trackpy keeps the brightest (``where_close``)."""
+    from trackpy.find import where_close
+
+    if np.all(np.greater(p.separation, 0)):
         duplicates = where_close(features[["y", "x"]], p.separation, features["mass"])
         features.drop(duplicates, axis=0, inplace=True)
         features.reset_index(drop=True, inplace=True)
+    return features
+
+
+def _filter(p: Plan, features: pd.DataFrame, scale_factor) -> pd.DataFrame:
+    """trackpy's mass/size filters and ``topn``; warns as trackpy does."""
     features["mass"] /= scale_factor
     features["signal"] /= scale_factor
     keep = features["mass"] > p.minmass
@@ -171,11 +267,62 @@ def run(p: Plan) -> pd.DataFrame:
     if p.topn is not None and len(features) > p.topn:
         mass = features["mass"].values
         features = features.iloc[[np.argmax(mass)]] if p.topn == 1 else features.iloc[np.argsort(mass)[-p.topn:]]
-    black_level, noise = background_noise(p, integer, int(histogram[1:].sum()))
-    mass = features["raw_mass"].values - N_binary_mask(p.radius, 2) * black_level
-    ep = _static_error(mass, noise, p.radius, p.noise_size)
-    if ep.ndim == 1:
-        features["ep"] = ep
-    else:
-        features = pandas_concat([features, pd.DataFrame(ep, columns=["ep_y", "ep_x"])], axis=1)
+    return features
+
+
+def run(p: Plan, timings: dict | None = None) -> pd.DataFrame:
+    """``trackpy.locate`` for a supported call (see :func:`.options.plan`).
+
+    ``timings``: a dict that receives the seconds of each of :data:`STEPS` (added to what
+    it holds), for profiles.
+
+    Examples
+    --------
+    >>> import trackpy
+    >>> from streamcrystal.science.fastlocate.options import plan
+    >>> image = trackpy.artificial.draw_spots((48, 64), [(20, 30)], 3, noise_level=5)
+    >>> run(plan(image, 9, separation=12)).equals(trackpy.locate(image, 9, separation=12))
+    True
+    """
+    with contextlib.nullcontext() if p.image.size >= MIN_PIXELS_PER_THREAD * get_threads() else serial():
+        return _run(p, _Clock(timings))
+
+
+def _run(p: Plan, clock: _Clock) -> pd.DataFrame:
+    """:func:`run`'s steps, timed by ``clock``."""
+    from trackpy.masks import N_binary_mask
+    from trackpy.refine import refine_com
+    from trackpy.uncertainty import _static_error
+    from trackpy.utils import pandas_concat
+
+    if 3 in p.image.shape or 4 in p.image.shape:
+        warnings.warn("I am interpreting the image as 2-dimensional. If it is actually a "
+                      "1-dimensional color image, convert it to grayscale first.")
+    with clock("bandpass"):
+        image, image_max = _bandpass(p)
+    with clock("to_int + histogram"):
+        integer, scale_factor, histogram = _to_int(p, image, image_max)
+    coords = _local_maxima(p, integer, histogram, clock)
+    background = _background_task(p, integer, int(histogram[1:].sum())) if len(coords) else None
+    with clock("refine_com (trackpy)"):
+        features = refine_com(p.image, integer, p.radius, coords, max_iterations=p.max_iterations,
+                              engine=p.engine, characterize=True)
+    if len(features) > 0:
+        with clock("where_close"):
+            features = _drop_duplicates(p, features)
+        with clock("filters (pandas)"):
+            features = _filter(p, features, scale_factor)
+    if len(features) == 0:
+        if background is not None:
+            background.settle()
+        return features
+    with clock("noise (mask + mean/std)"):  # with threads: what is left to wait for
+        black_level, noise = background.result()
+    with clock("ep (_static_error)"):
+        mass = features["raw_mass"].values - N_binary_mask(p.radius, 2) * black_level
+        ep = _static_error(mass, noise, p.radius, p.noise_size)
+        if ep.ndim == 1:
+            features["ep"] = ep
+        else:
+            features = pandas_concat([features, pd.DataFrame(ep, columns=["ep_y", "ep_x"])], axis=1)
     return features

@@ -12,6 +12,9 @@ import functools
 
 import numpy as np
 
+from . import engine
+from .options import plan
+
 __all__ = ["selfcheck_problem"]
 
 
@@ -30,9 +33,6 @@ def _compare(image: np.ndarray, noise_size: float) -> str | None:
     from trackpy.find import percentile_threshold as trackpy_percentile
     from trackpy.preprocessing import bandpass, convert_to_int
     from trackpy.uncertainty import measure_noise
-
-    from . import engine
-    from .options import plan
 
     p = plan(image, 7, noise_size=noise_size, smoothing_size=(13, 9), percentile=71.3, separation=(6, 9))
     reference = bandpass(image, p.noise_size, p.smoothing_size, p.threshold)
