@@ -334,7 +334,9 @@ def test_a_worker_killed_mid_run_loses_nothing(client, scan, caplog_streamcrysta
     raw = compose_raw_run(frames, grid=(2, 4)) + compose_raw_run(frames[:4], grid=(1, 4))
     serial, serial_out = make_pipe(subtrahend=background)
     feed(serial, raw)
-    dask = DaskFrames(client, max_in_flight=5, locate=slow_work(lambda seq: 0.3))
+    # frames scattered (Dask's transfer): the dead worker's data are lost and we resubmit
+    # (through shared memory the scheduler reruns the tasks itself: tests/graph/test_shared_memory.py)
+    dask = DaskFrames(client, max_in_flight=5, locate=slow_work(lambda seq: 0.3), shared_memory=False)
     parallel, parallel_out = make_pipe(dask, subtrahend=background)
     client.wait_for_workers(2, timeout=30)
     feeding = threading.Thread(target=lambda: [parallel(name, doc) for name, doc in raw], daemon=True)

@@ -143,7 +143,9 @@ def test_a_worker_killed_mid_run_leaves_no_segment_and_loses_nothing(client, sca
     feeding.join(90)
     assert not feeding.is_alive(), "the pipeline stalled after a worker died"
     assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
-    assert any("resubmitted" in r.getMessage() for r in caplog_streamcrystal.records)
+    assert victim not in client.scheduler_info()["workers"]  # it really died mid-run
+    # its tasks carried only segment names: the scheduler ran them again on the other worker
+    # (or we resubmitted them, mapping the same segment), either way from the client's segment
     names = shared_names(sent)
     assert len(names) == 12 and left_in_dev_shm(names) == [] and len(dask.segments) == 0
     assert dask.segments.peak <= dask.max_in_flight
@@ -152,15 +154,15 @@ def test_a_worker_killed_mid_run_leaves_no_segment_and_loses_nothing(client, sca
 
 def test_closing_the_pipeline_mid_run_unlinks_the_segments_in_flight(client, scan):
     frames, background = scan
-    dask = DaskFrames(client, max_in_flight=4, process=slow_process(1.0))
+    dask = DaskFrames(client, max_in_flight=4, process=slow_process(3.0))
     pipe, _ = make_pipe(dask, subtrahend=background)
     sent = pipe.nodes["in_flight"].sink_to_list()
     with client.as_current():  # straight into the graph: no wait in Pipeline.__call__
-        for name, doc in compose_raw_run(frames[:3], grid=(1, 3)):
+        for name, doc in compose_raw_run(frames[:3], grid=(1, 3))[:-1]:  # mid-run: no stop (emit would wait for it)
             pipe.source.emit((name, doc))
     wait_for(lambda: len(shared_names(sent)) >= 2)
     names = shared_names(sent)
-    assert left_in_dev_shm(names) == names  # alive while their frames are in flight
+    assert left_in_dev_shm(names) == sorted(names)  # alive while their frames are in flight
     pipe.close()
     assert left_in_dev_shm(names) == [] and len(dask.segments) == 0
 
@@ -168,15 +170,15 @@ def test_closing_the_pipeline_mid_run_unlinks_the_segments_in_flight(client, sca
 def test_closing_the_client_mid_run_unlinks_the_segments_in_flight(client, scan):
     frames, background = scan
     other = Client(client.scheduler.address)
-    dask = DaskFrames(other, max_in_flight=4, process=slow_process(2.0))
+    dask = DaskFrames(other, max_in_flight=4, process=slow_process(3.0))
     pipe, _ = make_pipe(dask, subtrahend=background)
     sent = pipe.nodes["in_flight"].sink_to_list()
     with other.as_current():
-        for name, doc in compose_raw_run(frames[:3], grid=(1, 3)):
+        for name, doc in compose_raw_run(frames[:3], grid=(1, 3))[:-1]:  # mid-run: no stop (emit would wait for it)
             pipe.source.emit((name, doc))
     wait_for(lambda: len(shared_names(sent)) >= 2)
     names = shared_names(sent)
-    assert left_in_dev_shm(names) == names
+    assert left_in_dev_shm(names) == sorted(names)
     other.close()  # the pipeline is not closed: the watchdog notices the client went
     wait_for(lambda: left_in_dev_shm(names) == [], timeout=10)
     assert len(dask.segments) == 0
