@@ -24,7 +24,7 @@ benchmark, not a test). Two sections, each a table of medians of interleaved rep
    both linkings (``"sample"``, search range 5 px; ``"trackpy"``: trackpy's ``Linker`` in scan
    order, search range 5 px, ``memory="grid"`` = 198 frames). Reported: the median (and mean)
    ms an event of ``RunState.add`` with its parts (``Placement.add``, the linker's ``add``,
-   ``Placement.coordinates``, the rest), its median in the first and last tenth of the run
+   ``Placement.position``, the rest), its median in the first and last tenth of the run
    (whether it grows), the ``tracks`` documents an event emits (the ``to_event_model`` step),
    against the stop-time batch linking of the same features (``link_sample_space``;
    ``trackpy.link``) amortised per event; the live partition must equal the batch one. Live
@@ -259,7 +259,7 @@ def live_run(start: dict, results, linking: str, *, search_range: float, snapsho
     state = RunState(start, plan, search_range=search_range, link_kwargs={},
                      map_options={"intensity": "mass", "min_frames": 3, "grain_options": None, "columns": columns})
     clocks = {"placement": _Clock(state.placement, "add"), "linker": _Clock(state.linker, "add"),
-              "coordinates": _Clock(state.placement, "coordinates")}
+              "coordinates": _Clock(state.placement, "position")}
     documents = AnalysisRun(start, {}, feature_columns=columns, placement=plan)
     documents.open(streams=("features", "frames", "tracks", "relabels"))
     n = len(results)
@@ -363,7 +363,7 @@ def print_linking(rows: int, cols: int, peaks: int, repeats: int, figures: dict)
     print(f"live placement + linking (RunState.add) per event: {rows} x {cols} grid ({figures['events']} events), "
           f"{peaks} peaks/event ({figures['features']} features), search range 5 px; medians of {repeats} interleaved "
           f"repeats")
-    print(f"{'linking':<30} {'add ms':>8} {'mean ms':>8} {'place ms':>9} {'link ms':>8} {'coords ms':>10} "
+    print(f"{'linking':<30} {'add ms':>8} {'mean ms':>8} {'place ms':>9} {'link ms':>8} {'pos ms':>10} "
           f"{'rest ms':>8} {'1st 10% ms':>11} {'last 10% ms':>12} {'tracks docs ms':>15} {'batch s':>8} "
           f"{'batch ms/ev':>12} {'extra ms/ev':>12}")
     for linking in ("sample", "trackpy"):

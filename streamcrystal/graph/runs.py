@@ -35,7 +35,7 @@ from ..science.linking import SampleLinker
 from ..science.maps import grid_coords, grid_index, grid_of, scan_memory
 from ..science.placement import Placement, plan_steps, scan_dimensions
 from .results import ResultStore, RunResults
-from .steps import link_step, map_step
+from .steps import link_step, map_step, placed_features
 
 __all__ = ["LINKINGS", "RunState", "TrackpyLinker", "placement_plan", "planned_memory"]
 
@@ -277,7 +277,7 @@ class RunState:
             self.failure = self.failure or f"linking failed: {type(err).__name__}: {err}"
             logger.error("run %s seq_num %s: %s", self.run_uid, result.seq_num, self.failure)
             particles = np.full(len(yx), -1, np.int64)
-        coords = tuple(float(c) for c in self.placement.coordinates()[point])
+        coords = self.placement.position(point)
         latency = time.time() - result.time if result.time else float("nan")
         placed = Placed(result, reading, point, coords, old, particles, merged, latency)
         self.readings.append(placed)
@@ -301,12 +301,11 @@ class RunState:
     def tracks(self) -> pd.DataFrame:
         """The features of the current readings with their ``point``, ``reading`` and final ``particle``."""
         current = sorted(self.current.values(), key=lambda p: p.reading)
-        tables = [p.result.features.assign(point=np.int64(p.point), reading=np.int64(p.reading))
-                  for p in current if p.result.n_peaks]
+        tables = placed_features(p for p in current if p.result.n_peaks)
         if not tables:
             return pd.DataFrame({"frame": pd.Series(dtype=np.int64), "point": pd.Series(dtype=np.int64),
                                  "reading": pd.Series(dtype=np.int64), "particle": pd.Series(dtype=np.int64)})
-        features = pd.concat(tables, ignore_index=True)
+        [features] = tables
         if isinstance(self.linker, SampleLinker):
             labels = self.linker.labels().set_index(["point", "feature"])["particle"]
             index = pd.MultiIndex.from_arrays([features["point"], features.groupby("reading").cumcount()])

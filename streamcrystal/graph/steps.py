@@ -231,6 +231,26 @@ def frames_table(readings, dimensions=()) -> pd.DataFrame:
     return table
 
 
+def placed_features(placed) -> list[pd.DataFrame]:
+    """The feature tables of readings (:class:`~streamcrystal.records.Placed`), as one table
+    with each reading's ``point`` and ``reading`` (int64 columns after the features'), in a
+    list for :func:`~streamcrystal.science.tracks.concat_features`; empty if no reading has
+    features.
+
+    One ``concat`` and two ``np.repeat``: the same table as ``assign(point=..., reading=...)``
+    per reading and a concat, without a pandas call per reading (ten thousand readings took
+    seconds).
+    """
+    placed = [p for p in placed if len(p.result.features)]
+    if not placed:
+        return []
+    counts = [len(p.result.features) for p in placed]
+    features = pd.concat([p.result.features for p in placed], ignore_index=True)
+    features["point"] = np.repeat(np.array([p.point for p in placed], dtype=np.int64), counts)
+    features["reading"] = np.repeat(np.array([p.reading for p in placed], dtype=np.int64), counts)
+    return [features]
+
+
 def link_step(run: RunFeatures, *, stream: str = "primary", columns=feature_columns(), live: bool = False
               ) -> RunAnalysis:
     """The run's analysis at its stop (the ``link`` node): its features, frames, points and tracks.
@@ -244,8 +264,7 @@ def link_step(run: RunFeatures, *, stream: str = "primary", columns=feature_colu
     problems = list(run.problems)
     problems += [f"event seq_num {r.seq_num}: {r.problem}" for r in run.results if r.problem]
     placed = sorted(run.readings, key=lambda p: p.reading)
-    features = concat_features((p.result.features.assign(point=np.int64(p.point), reading=np.int64(p.reading))
-                                for p in placed), columns)
+    features = concat_features(placed_features(placed), columns)
     if not run.results and not live:
         logger.warning("run %s: no events in stream %r", run.run_uid, stream)
         problems.append(f"no events in stream {stream!r}")

@@ -416,6 +416,11 @@ class Placement:
         point ``k``); on a grid the column's coordinate is in :meth:`grid`."""
         return np.array(self._coords, dtype=np.float64).reshape(-1, len(self.dimensions))
 
+    def position(self, point: int) -> tuple[float, ...]:
+        """The position of ``point``'s first reading: row ``point`` of :meth:`coordinates`,
+        without building the array (a live run asks it once per event)."""
+        return tuple(float(c) for c in self._coords[point])
+
     def points(self) -> pd.DataFrame:
         """One row per point: ``point``, its coordinates (one column per dimension) and
         ``seq_num`` of its current reading (-1 if superseded by a reading elsewhere)."""
