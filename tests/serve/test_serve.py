@@ -243,7 +243,10 @@ def test_killed_server_restarted_and_run_republished_loses_nothing(tmp_path, sca
         (recovered,) = [run for run in runs if run[-1][0] == "stop" and run[-1][1]["exit_status"] == "abort"]
         assert f"inserted analysis run {partial[0][1]['uid']}, spooled by an earlier server" in out
         assert recovered[0][1]["spool"]["original_uid"] == partial[0][1]["uid"]
-        assert len(streams(recovered)["frames"]) == len(streams(partial)["frames"]) >= 5
+        # the journal is written before the catalog (whose writer thread may lag): killed between
+        # the two, it holds every frame of the catalog's partial run, and maybe more
+        journal, written = streams(recovered)["frames"], streams(partial)["frames"]
+        assert len(written) >= 5 and set(written["frame"]) <= set(journal["frame"])
         (complete,) = [run for run in runs if run[-1][0] == "stop" and run[-1][1]["exit_status"] == "success"]
         assert_same_analysis(complete, expected[uid])
     finally:
