@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..documents.tally import RunTally, Tally
-from .plot import plot_grains
+from .plot import plot_grains, show_in_place
 
 __all__ = ["LiveGrains"]
 
@@ -65,14 +65,4 @@ class LiveGrains(Tally):
         state = "complete" if self.results.complete else "so far"
         self.figure = plot_grains(self.results.grain_labels, self.results.grain_maps,
                                   title=f"{run.events} events {state}")
-        try:
-            from IPython import get_ipython
-            from IPython.display import display
-        except ImportError:
-            return
-        if get_ipython() is None:
-            return
-        if self._handle is None:
-            self._handle = display(self.figure, display_id=True)
-        else:
-            self._handle.update(self.figure)
+        self._handle = show_in_place(self.figure, self._handle)

@@ -8,7 +8,7 @@ import xarray as xr
 
 from ..documents.tally import RunTally, Tally
 from ..science.maps import grid_coords, grid_index, grid_of
-from .plot import plot_real_aspect
+from .plot import plot_real_aspect, show_in_place
 
 __all__ = ["LiveMap"]
 
@@ -71,14 +71,4 @@ class LiveMap(Tally):
         array = self.grid if coords is None else xr.DataArray(self.grid, dims=self._dims, coords=dict(zip(self._dims, coords)))
         self.figure = plot_real_aspect(array)
         self.figure.axes[0].set_title(f"peak intensity, {run.events} frames")
-        try:
-            from IPython import get_ipython
-            from IPython.display import display
-        except ImportError:
-            return
-        if get_ipython() is None:
-            return
-        if self._handle is None:
-            self._handle = display(self.figure, display_id=True)
-        else:
-            self._handle.update(self.figure)
+        self._handle = show_in_place(self.figure, self._handle)

@@ -19,7 +19,26 @@ from matplotlib.patches import Circle
 
 from ..science.maps import grid_coords, grid_index, grid_of
 
-__all__ = ["reshape", "plot_real_aspect", "plot_points", "plot_maps", "plot_grains", "plot_peaks"]
+__all__ = ["reshape", "plot_real_aspect", "plot_points", "plot_maps", "plot_grains", "plot_peaks", "show_in_place"]
+
+
+def show_in_place(figure: Figure, handle=None):
+    """Show ``figure`` in a Jupyter output that later calls redraw in place.
+
+    ``handle``: what the previous call returned (None the first time). Returns the display
+    handle to pass next time; outside IPython nothing is shown and ``handle`` is returned.
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return handle
+    if get_ipython() is None:
+        return handle
+    if handle is None:
+        return display(figure, display_id=True)
+    handle.update(figure)
+    return handle
 
 
 def _start_of(dataset, start: Mapping | None) -> Mapping:

@@ -328,6 +328,23 @@ def test_close_lets_the_graph_and_the_workers_background_go(client, scan, parall
         wait_for(lambda: key not in client.who_has(), timeout=10)
 
 
+def kill_a_worker_mid_run(client, dask, pipe, docs) -> str:
+    """Feed ``docs`` to ``pipe`` on a thread, kill one worker (``os._exit``) once 4 items are in
+    flight, and wait for the feeding to end; returns the killed worker's address."""
+    client.wait_for_workers(2, timeout=30)
+    feeding = threading.Thread(target=lambda: [pipe(name, doc) for name, doc in docs], daemon=True)
+    feeding.start()
+    wait_for(lambda: dask.in_flight >= 4)
+    victim = sorted(client.scheduler_info()["workers"])[0]
+    try:
+        client.run(os._exit, 1, workers=[victim])
+    except Exception:  # the worker dies before it answers
+        pass
+    feeding.join(90)
+    assert not feeding.is_alive(), "the pipeline stalled after a worker died"
+    return victim
+
+
 def test_a_worker_killed_mid_run_loses_nothing(client, scan, caplog_streamcrystal):
     """Last in this module: it kills one of the fixture's workers (its nanny starts a new one)."""
     frames, background = scan
@@ -338,17 +355,7 @@ def test_a_worker_killed_mid_run_loses_nothing(client, scan, caplog_streamcrysta
     # (through shared memory the scheduler reruns the tasks itself: tests/graph/test_shared_memory.py)
     dask = DaskFrames(client, max_in_flight=5, locate=slow_work(lambda seq: 0.3), shared_memory=False)
     parallel, parallel_out = make_pipe(dask, subtrahend=background)
-    client.wait_for_workers(2, timeout=30)
-    feeding = threading.Thread(target=lambda: [parallel(name, doc) for name, doc in raw], daemon=True)
-    feeding.start()
-    wait_for(lambda: dask.in_flight >= 4)
-    victim = sorted(client.scheduler_info()["workers"])[0]
-    try:
-        client.run(os._exit, 1, workers=[victim])
-    except Exception:  # the worker dies before it answers
-        pass
-    feeding.join(90)
-    assert not feeding.is_alive(), "the pipeline stalled after a worker died"
+    kill_a_worker_mid_run(client, dask, parallel, raw)
     assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
     assert any("resubmitted" in r.getMessage() for r in caplog_streamcrystal.records)
     client.wait_for_workers(2, timeout=60)

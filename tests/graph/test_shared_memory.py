@@ -7,13 +7,11 @@ machine may hold ``sc_`` segments of their own meanwhile.
 """
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -28,7 +26,8 @@ from streamcrystal.errors import SharedFramesError
 from streamcrystal.graph.dask import DaskFrames
 from streamcrystal.graph.shared import PREFIX, SharedFrames, SharedSegments, mapped
 from streamcrystal.records import FrameTask
-from tests.graph.test_parallel import LOCATE, assert_same_analysis, feed, make_pipe, run_uids, slow_work, wait_for
+from tests.graph.test_parallel import (assert_same_analysis, feed, kill_a_worker_mid_run, make_pipe, run_uids,
+                                      slow_work, wait_for)
 from tests.helpers.rawruns import compose_raw_run, drifting_spot_scan, spot_frames
 
 SHM = "/dev/shm"
@@ -131,17 +130,7 @@ def test_a_worker_killed_mid_run_leaves_no_segment_and_loses_nothing(client, sca
     dask = DaskFrames(client, max_in_flight=5, locate=slow_work(lambda seq: 0.3))
     parallel, parallel_out = make_pipe(dask, subtrahend=background)
     sent = parallel.nodes["in_flight"].sink_to_list()
-    client.wait_for_workers(2, timeout=30)
-    feeding = threading.Thread(target=lambda: [parallel(name, doc) for name, doc in raw], daemon=True)
-    feeding.start()
-    wait_for(lambda: dask.in_flight >= 4)
-    victim = sorted(client.scheduler_info()["workers"])[0]
-    try:
-        client.run(os._exit, 1, workers=[victim])
-    except Exception:  # the worker dies before it answers
-        pass
-    feeding.join(90)
-    assert not feeding.is_alive(), "the pipeline stalled after a worker died"
+    victim = kill_a_worker_mid_run(client, dask, parallel, raw)
     assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
     assert victim not in client.scheduler_info()["workers"]  # it really died mid-run
     # its tasks carried only segment names: the scheduler ran them again on the other worker
