@@ -52,6 +52,14 @@ def _column_values(values, n: int) -> list:
     return [_plain(value) for value in values]
 
 
+def _feature_lists(features: pd.DataFrame) -> dict[str, list]:
+    """Each column of ``features`` as a list of plain Python values.
+
+    ``DataFrame.items`` rather than ``features[column]`` per column, which costs a lookup each.
+    """
+    return {column: _column_values(values, len(features)) for column, values in features.items()}
+
+
 def derived_run_metadata(raw_start: Mapping) -> dict:
     """Keys a derived run copies from its raw run, so bluesky's live views can show it.
 
@@ -144,8 +152,10 @@ class AnalysisRun:
             docs += self._descriptor(stream, self._keys(stream))
         return docs
 
-    def _features(self, stream: str, features: pd.DataFrame, extra: Mapping) -> list[tuple[str, dict]]:
-        """One event per row of ``features`` (``extra``: more columns, scalars or one value per row).
+    def _features(self, stream: str, features: pd.DataFrame, extra: Mapping, lists: Mapping | None = None
+                  ) -> list[tuple[str, dict]]:
+        """One event per row of ``features`` (``extra``: more columns, scalars or one value per row;
+        ``lists``: the columns of ``features`` as lists already, :func:`_feature_lists`).
 
         Column by column (``tolist`` makes plain Python values, as :func:`_plain` would): the
         same events as ``features.assign(**extra).reindex(columns=...).itertuples()``, at a
@@ -157,9 +167,9 @@ class AnalysisRun:
         n = len(features)
         if n == 0:
             return []
-        values = [_column_values(extra[column] if column in extra else
-                                 features[column] if column in features.columns else np.nan, n)
-                  for column in columns]
+        lists = _feature_lists(features) if lists is None else lists
+        values = [_column_values(extra[column], n) if column in extra else lists[column] if column in lists
+                  else [np.nan] * n for column in columns]
         return [self._event(stream, dict(zip(columns, row)), plain=True) for row in zip(*values)]
 
     def _frames_row(self, result: FrameResult, reading: int, point: int, position=(), superseded=False,
@@ -184,9 +194,10 @@ class AnalysisRun:
         marking each earlier reading it supersedes."""
         result = placed.result
         where = {"reading": placed.reading, "point": placed.point}
-        docs = self._features("features", result.features, where)
+        lists = _feature_lists(result.features)  # once for both streams
+        docs = self._features("features", result.features, where, lists)
         if "tracks" in self._composers and result.n_peaks and placed.point >= 0:
-            docs += self._features("tracks", result.features, {**where, "particle": placed.particles})
+            docs += self._features("tracks", result.features, {**where, "particle": placed.particles}, lists)
         docs.append(self._event("frames", self._frames_row(result, placed.reading, placed.point, placed.position,
                                                            latency=placed.latency)))
         if placed.latency == placed.latency:  # not NaN

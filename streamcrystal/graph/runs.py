@@ -261,7 +261,10 @@ class RunState:
             return placed
         point, supersedes = self.placement.add(result.seq_num, position)
         old = tuple(self._supersede(earlier) for earlier in supersedes)
-        yx = result.features[["y", "x"]].to_numpy() if result.n_peaks else np.empty((0, 2))
+        # column by column: a DataFrame's [["y", "x"]] costs ~0.7 ms, most of an event's linking
+        features = result.features
+        yx = np.column_stack((features["y"].to_numpy(), features["x"].to_numpy())) if result.n_peaks \
+            else np.empty((0, 2))
         merged: dict[int, int] = {}
         try:
             if isinstance(self.linker, SampleLinker):
