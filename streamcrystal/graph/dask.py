@@ -1,13 +1,18 @@
 """Per-frame work on a Dask cluster: ``scatter`` and ``gather`` around the graph's own nodes.
 
-With ``peak_tracking(..., client=client)`` the same ``process`` and ``locate`` nodes as in
-the serial graph (:func:`streamcrystal.graph.steps.process_step`, ``locate_step``) run on the
-workers of a ``dask.distributed`` cluster, a task each per frame (the processed image stays
-on the worker that made it; only the features come back)::
+With ``peak_tracking(..., client=client)`` the same steps as the serial graph's ``process``
+and ``locate`` nodes (:func:`streamcrystal.graph.steps.process_step`, ``locate_step``) run on
+the workers of a ``dask.distributed`` cluster, one task per frame: the ``locate`` node submits
+a task that processes the frame, then locates its peaks (the processed image stays on the
+worker; only the features come back)::
 
-    channel ─ in_flight ─ scatter ─ process ─ locate ─ buffer ─ gather ─ (collect, frame_results)
-    (tasks, then           (Dask)   (Dask)    (Dask)    (n)
-     problems, stops)
+    channel ─ in_flight ─ scatter ─ locate ─ buffer ─ gather ─ (collect, frame_results)
+    (tasks, then           (Dask)   (Dask:     (n)
+     problems, stops)               process, then locate)
+
+One task rather than one per step: each task costs the client a future (a message to the
+scheduler, its report, its release) and the scheduler and a worker a transition each, about
+as much as the work on a small frame; the serial graph's two nodes stay as they are.
 
 Two traps of streamz's Dask nodes (streamz 0.6) are avoided here:
 
@@ -68,7 +73,7 @@ from .shared import SharedFrames, SharedSegments, can_share, mapped, shared_memo
 from .steps import locate_step, process_step, skipped_result
 
 __all__ = ["DaskFrames", "InFlight", "ScatterFrames", "SubmitFrames", "BufferFrames", "GatherResults", "WorkerResult",
-           "SHARED", "process_on_worker", "locate_on_worker"]
+           "SHARED", "frame_on_worker"]
 
 logger = logging.getLogger("streamcrystal")
 
@@ -130,27 +135,25 @@ class Place:
 
 @dataclass(frozen=True)
 class SharedBackground:
-    """Stands for a task's background, sent to the workers once (``process_on_worker``'s ``background``)."""
+    """Stands for a task's background, sent to the workers once (``frame_on_worker``'s ``background``)."""
 
 
 SHARED = SharedBackground()
 
 
-def _on_worker(step: Callable, item, background, kwargs) -> WorkerResult:
-    """``step(item, **kwargs)`` with its log lines captured; ``item`` may be a previous WorkerResult."""
-    log: tuple = ()
-    if isinstance(item, WorkerResult):
-        item, log = item.result, item.log
+def _on_worker(steps: tuple[tuple[Callable, Mapping], ...], item, background) -> WorkerResult:
+    """Each ``step(item, **kwargs)`` of ``steps`` in turn, with their log lines captured."""
     if isinstance(item, Place):
-        return WorkerResult(item, log)  # a stop's or problem's place in the channel: nothing to do
+        return WorkerResult(item)  # a stop's or problem's place in the channel: nothing to do
     if isinstance(item, FrameTask) and isinstance(item.background, SharedBackground):
         item = replace(item, background=background)
     with _captured_log() as records:
-        if isinstance(item, FrameTask) and isinstance(item.frames, SharedFrames):
-            result = _on_shared_frames(step, item, kwargs)
-        else:
-            result = step(item, **kwargs)
-    return WorkerResult(result, log + tuple(records))
+        for step, kwargs in steps:
+            if isinstance(item, FrameTask) and isinstance(item.frames, SharedFrames):
+                item = _on_shared_frames(step, item, kwargs)
+            else:
+                item = step(item, **kwargs)
+    return WorkerResult(item, tuple(records))
 
 
 def _on_shared_frames(step: Callable, item: FrameTask, kwargs):
@@ -169,28 +172,31 @@ def _on_shared_frames(step: Callable, item: FrameTask, kwargs):
     return result
 
 
-def process_on_worker(item, *, process: Callable = process_step, background: np.ndarray | None = None,
-                      mask=None) -> WorkerResult:
-    """The ``process`` node's Dask task: :func:`~streamcrystal.graph.steps.process_step`, its log captured.
+def frame_on_worker(item, *, process: Callable = process_step, locate: Callable = locate_step,
+                    background: np.ndarray | None = None, mask=None, **locate_options) -> WorkerResult:
+    """The Dask task of one frame: ``process`` (:func:`~streamcrystal.graph.steps.process_step`),
+    then ``locate`` (:func:`~streamcrystal.graph.steps.locate_step`), their log lines captured.
 
     A task whose background is :data:`SHARED` gets ``background``: the pipeline's
     subtrahend or the run's dark mean, sent to each worker once rather than with every frame.
     A task whose frames are :class:`~streamcrystal.graph.shared.SharedFrames` maps them from
-    the client's shared memory segment for the time of the step (:func:`~.shared.mapped`).
+    the client's shared memory segment for the time of ``process`` (:func:`~.shared.mapped`).
     A stop's or problem document's :class:`Place` passes unchanged.
+
+    Returns
+    -------
+    WorkerResult
+        The :class:`~streamcrystal.records.FrameResult` (a skipped one, with its problem, if a
+        step failed) and the log lines, logged again by the client.
 
     Examples
     --------
-    >>> out = process_on_worker(FrameTask("r1", 3, "primary", frames=np.zeros((2, 8, 8), np.uint16)))
+    >>> out = frame_on_worker(FrameTask("r1", 3, "primary", frames=np.zeros((2, 8, 8), np.uint16)), diameter=3)
     >>> out.result.problem, out.log[0][1]
     ('process_step failed: ValueError: image is all zero', 'run r1 seq_num 3: process_step failed: ValueError: image is all zero; skipped')
     """
-    return _on_worker(process, item, background, {} if mask is None else {"mask": mask})
-
-
-def locate_on_worker(item, *, locate: Callable = locate_step, **locate_options) -> WorkerResult:
-    """The ``locate`` node's Dask task: :func:`~streamcrystal.graph.steps.locate_step` on ``process``'s output."""
-    return _on_worker(locate, item, None, locate_options)
+    process_options = {} if mask is None else {"mask": mask}
+    return _on_worker(((process, process_options), (locate, locate_options)), item, background)
 
 
 # -- in the client's process ---------------------------------------------------------------
@@ -453,8 +459,8 @@ class DaskFrames:
         at least 3. Default: twice the cluster's threads, plus one. It also bounds the shared
         memory segments (one per frame task in flight).
     process, locate : callable
-        The functions of the ``process`` and ``locate`` nodes on the workers (default those of
-        :mod:`~streamcrystal.graph.steps`; tests wrap them to slow or fail a frame).
+        The steps each frame's task runs on a worker, in turn (default those of the serial
+        graph's nodes, :mod:`~streamcrystal.graph.steps`; tests wrap them to slow or fail a frame).
     attempts : int
         How many times a frame lost with a worker is submitted before it is skipped.
     shared_memory : bool, optional
@@ -501,7 +507,7 @@ class DaskFrames:
         self._hosts_seen = 0.0
         self._flight = _Flight()
         self._background = None  # the background array the workers hold now
-        self._process_node = None
+        self._work_node = None  # the node that submits the frames' tasks
         self._buffer_node = None
         self._closed = False
 
@@ -512,36 +518,34 @@ class DaskFrames:
 
     def around(self, channel: Stream, locate_options: Mapping, subtrahend: np.ndarray | None, mask=None
                ) -> tuple[Stream, ...]:
-        """channel -> in_flight -> scatter -> process -> locate -> buffer -> gather; returns these six nodes.
+        """channel -> in_flight -> scatter -> locate -> buffer -> gather; returns these five nodes.
 
-        ``process`` and ``locate`` are the serial graph's nodes, run as a Dask task each;
-        ``gather`` emits, in the channel's order, each frame's result and each stop and problem
-        document after the frames that came before it.
+        ``locate`` submits one Dask task per frame, the serial graph's ``process`` and
+        ``locate`` steps in turn (:func:`frame_on_worker`); ``gather`` emits, in the channel's
+        order, each frame's result and each stop and problem document after the frames that
+        came before it.
         """
-        if self._process_node is not None:
+        if self._work_node is not None:
             raise ValueError("this DaskFrames is the Dask segment of another pipeline already; make one per pipeline")
         client = self.client
-        self._locate_options = {"locate": self.locate, **locate_options}
-        process_options = {"process": self.process, "mask": mask}
+        options = {"process": self.process, "locate": self.locate, "mask": mask, **locate_options}
         if isinstance(mask, np.ndarray):  # a detector's mask goes to every worker once, not with each frame
-            [process_options["mask"]] = client.scatter([mask], broadcast=True, hash=False)
+            [options["mask"]] = client.scatter([mask], broadcast=True, hash=False)
         if subtrahend is not None:  # sent now, so the first frame does not wait for it
-            [process_options["background"]] = client.scatter([subtrahend], broadcast=True, hash=False)
+            [options["background"]] = client.scatter([subtrahend], broadcast=True, hash=False)
             self._background = subtrahend
         if self.shared_memory is not False:
             self._set_hosts(client.scheduler_info()["workers"])
         in_flight = InFlight(channel, flight=self._flight, prepare=self._prepare, release=self._release,
                              stream_name="in_flight")
         scatter = ScatterFrames(in_flight, client=client, attempts=self.attempts, stream_name="scatter")
-        process = SubmitFrames(scatter, process_on_worker, client=client, restrict=self._hosts_for, **process_options)
-        locate = SubmitFrames(process, locate_on_worker, client=client, **self._locate_options)
-        # streamz.dask.map would pass stream_name= on to the task: the nodes are named afterwards
-        process.name, locate.name = "process", "locate"
+        locate = SubmitFrames(scatter, frame_on_worker, client=client, restrict=self._hosts_for, **options)
+        locate.name = "locate"  # streamz.dask.map would pass stream_name= on to the task
         buffer = BufferFrames(locate, self.max_in_flight - 2, stream_name="buffer")
         gather = GatherResults(buffer, client=client, resubmit=self._resubmit, flight=self._flight,
                                release=self._release, attempts=self.attempts, stream_name="gather")
-        self._process_node, self._buffer_node = process, buffer
-        return in_flight, scatter, process, locate, buffer, gather
+        self._work_node, self._buffer_node = locate, buffer
+        return in_flight, scatter, locate, buffer, gather
 
     # -- shared memory ------------------------------------------------------------------------
 
@@ -574,7 +578,7 @@ class DaskFrames:
         self._set_hosts(identity.get("workers", {}))
 
     def _hosts_for(self, sent) -> list[str] | None:
-        """Where the ``process`` task of ``sent`` may run: this host's workers if its frames are shared."""
+        """Where the task of ``sent`` may run: this host's workers if its frames are shared."""
         if isinstance(sent, FrameTask) and isinstance(sent.frames, SharedFrames):
             return self._restrict
         return None
@@ -607,7 +611,7 @@ class DaskFrames:
         memory by :class:`~.shared.SharedFrames` when a worker is on this host.
 
         A background not seen before (a run's new dark mean) is sent to every worker once
-        and becomes ``background`` of the ``process`` node, for this task and the next
+        and becomes ``background`` of the ``locate`` node's tasks, for this task and the next
         ones: ``in_flight`` lets one item at a time through, so each task is submitted with
         its own background.
         """
@@ -618,7 +622,7 @@ class DaskFrames:
         if item.background is not None:
             if item.background is not self._background:
                 [future] = await self.client.scatter([item.background], broadcast=True, hash=False, asynchronous=True)
-                self._process_node.kwargs["background"] = future
+                self._work_node.kwargs["background"] = future
                 self._background = item.background
             item = replace(item, background=SHARED)
         if self.shared_memory is not False and can_share(item.frames):
@@ -644,9 +648,8 @@ class DaskFrames:
             [data] = await self.client.scatter([item], asynchronous=True, hash=False)
         hosts = self._hosts_for(item)
         where = {} if hosts is None else {"workers": hosts, "allow_other_workers": False}
-        processed = self.client.submit(process_on_worker, data, process=self.process,
-                                       mask=self._process_node.kwargs.get("mask"), pure=False, **where)
-        return self.client.submit(locate_on_worker, processed, **self._locate_options, pure=False)
+        options = {key: value for key, value in self._work_node.kwargs.items() if key != "background"}
+        return self.client.submit(frame_on_worker, data, **options, pure=False, **where)
 
     @contextmanager
     def entering(self):
@@ -676,8 +679,8 @@ class DaskFrames:
         if self._closed:
             return
         self._closed = True
-        if self._process_node is not None:
-            self._process_node.kwargs.pop("background", None)
+        if self._work_node is not None:
+            self._work_node.kwargs.pop("background", None)
             if self.client.status == "running":  # after the items queued before it
                 self.client.loop.add_callback(self._buffer_node.queue.put, (_CLOSE, []))
         self._background = None

@@ -8,7 +8,7 @@ object of the nodes it made, by name (``inputs(...).stop``, ``frame_work(...).lo
     inputs       documents ─ runs ─┬─ start, descriptor, external, event, stop, problems
                                    └─ frames (inline, filled from Resource/Datum, or StreamDatum)
     frame_work   frames ─ background ─ channel (+ problems, stops) ─ process ─ locate ─ frame_results
-                 with Dask: channel ─ in_flight ─ scatter ─ process ─ locate ─ buffer ─ gather
+                 with Dask: channel ─ in_flight ─ scatter ─ locate (one task: process, locate) ─ buffer ─ gather
     run_work     start + the channel's output ─ runs ─┬─ placed (each reading placed and linked, live)
                                                       └─ link ─ map (at the stop)
     outputs      placed + map ─ to_event_model ─ outputs
@@ -121,7 +121,7 @@ class FrameWork(_Segment):
     channel: Stream
     in_flight: Stream | None
     scatter: Stream | None
-    process: Stream
+    process: Stream | None
     locate: Stream | None
     buffer: Stream | None
     gather: Stream | None
@@ -137,8 +137,9 @@ def frame_work(source: Inputs, *, stream_name: str, dark_stream: str | None, sub
     """frames -> background -> channel -> process -> locate, on this process or on a Dask cluster.
 
     The kernels are compiled (or loaded from numba's cache) here, so the first frame does
-    not wait for them. With ``dask``, ``process`` and ``locate`` run on its workers, between
-    ``scatter`` and ``gather`` (:meth:`~streamcrystal.graph.dask.DaskFrames.around`).
+    not wait for them. With ``dask``, the ``locate`` node submits one task per frame to its
+    workers, which runs both steps, between ``scatter`` and ``gather`` (there is no ``process``
+    node: :meth:`~streamcrystal.graph.dask.DaskFrames.around`).
     Without ``locate_options`` there is no ``locate`` node (the seed's ``ImageProcessor``):
     ``frame_results`` are the processed tasks.
     """
@@ -157,7 +158,8 @@ def frame_work(source: Inputs, *, stream_name: str, dark_stream: str | None, sub
         locate = None if locate_options is None else process.map(locate_step, **locate_options, stream_name="locate")
         in_flight = scatter = buffer = gather = None
     else:
-        in_flight, scatter, process, locate, buffer, gather = dask.around(channel, locate_options, subtrahend, mask)
+        process = None
+        in_flight, scatter, locate, buffer, gather = dask.around(channel, locate_options, subtrahend, mask)
     done = _first(gather, locate, process)
     frame_results = done.filter(lambda item: isinstance(item, (FrameResult, FrameTask)), stream_name="frame_results")
     return FrameWork(background, channel, in_flight, scatter, process, locate, buffer, gather, frame_results)

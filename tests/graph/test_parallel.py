@@ -259,13 +259,14 @@ def test_live_runengine_callback_same_features_tracks_and_maps(client):
 
 def test_visualize_shows_the_scatter_and_gather_nodes(client, tmp_path):
     pipe, _ = make_pipe(client, subtrahend=np.zeros((96, 128)))
-    assert {"in_flight", "scatter", "process", "locate", "buffer", "gather", "frame_results"} <= set(pipe.nodes)
+    assert {"in_flight", "scatter", "locate", "buffer", "gather", "frame_results"} <= set(pipe.nodes)
+    assert "process" not in pipe.nodes  # one task per frame runs both steps
     pipe.visualize(str(tmp_path / "graph.svg"))
     labels = re.findall(r">\s*([^<>]+?)\s*</text>", (tmp_path / "graph.svg").read_text())
-    for label in ("scatter ScatterFrames", "process SubmitFrames", "locate SubmitFrames", "buffer BufferFrames",
+    for label in ("scatter ScatterFrames", "locate SubmitFrames", "buffer BufferFrames",
                   "gather GatherResults"):
         assert any(found.startswith(label) for found in labels), (label, labels)
-    assert ["scatter", "process"] in pipe.provenance["edges"] and ["gather", "frame_results"] in pipe.provenance["edges"]
+    assert ["scatter", "locate"] in pipe.provenance["edges"] and ["gather", "frame_results"] in pipe.provenance["edges"]
 
 
 def test_bad_dask_options_say_what_to_pass(client):
@@ -317,7 +318,7 @@ def test_close_lets_the_graph_and_the_workers_background_go(client, scan, parall
     pipe, out = make_pipe(client if parallel else None, subtrahend=background)
     feed(pipe, compose_raw_run(frames[:2], grid=(1, 2)))
     node = weakref.ref(pipe.nodes["runs"])
-    key = pipe.dask._process_node.kwargs["background"].key if parallel else None
+    key = pipe.dask._work_node.kwargs["background"].key if parallel else None
     pipe.close()
     pipe("start", {"uid": "late", "time": 0.0})  # refused, logged, does not wait
     assert len(pipe.results().frames) == 2
