@@ -15,7 +15,7 @@ from bluesky.callbacks.best_effort import BestEffortCallback
 
 import streamcrystal
 from tests.helpers.rawruns import DATA_KEY, compose_raw_run, drifting_spot_scan, spot_frames
-from tests.helpers.reference import offline_features, offline_links, partition, processed, stream_rows
+from tests.helpers.reference import event_rows, offline_features, offline_links, partition, processed, stream_rows
 from streamcrystal.callbacks import ImageProcessor, PeakTracker, TrackLinker
 
 LOCATE = dict(percentile=64, separation=20, minmass=1000.0)
@@ -94,7 +94,7 @@ class DocumentLog:
         """The data of the ``primary`` events of the run of ``stage``."""
         [run] = [d["uid"] for n, d in self.docs if n == "start" and d["analysis_stage"] == stage]
         descriptors = {d["uid"] for n, d in self.docs if n == "descriptor" and d["run_start"] == run and d["name"] == "primary"}
-        return pd.DataFrame([d["data"] for n, d in self.docs if n == "event" and d["descriptor"] in descriptors])
+        return event_rows(self.docs, descriptors)
 
 
 @pytest.mark.parametrize("linker_first", [True, False])

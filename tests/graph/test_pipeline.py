@@ -103,12 +103,16 @@ def test_every_output_document_is_schema_valid_and_counts_are_right(scan):
     names = [name for name, _ in out]
     assert names[0] == "start" and names[-1] == "stop" and names.count("start") == 1
     descriptors = {d["uid"]: d["name"] for n, d in out if n == "descriptor"}
-    counted = {}
+    seq_nums = {}  # per stream, the seq_num of each event, and of each row of an event page
     for name, doc in out:
-        if name == "event":
-            counted[descriptors[doc["descriptor"]]] = counted.get(descriptors[doc["descriptor"]], 0) + 1
+        if name in ("event", "event_page"):
+            seq_nums.setdefault(descriptors[doc["descriptor"]], []).extend(
+                [doc["seq_num"]] if name == "event" else doc["seq_num"])
+    counted = {stream: len(numbers) for stream, numbers in seq_nums.items()}
+    assert all(numbers == list(range(1, len(numbers) + 1)) for numbers in seq_nums.values()), seq_nums
+    assert {"features", "tracks"} <= {descriptors[d["descriptor"]] for n, d in out if n == "event_page"}
     stop = out[-1][1]
-    assert stop["num_events"] == counted  # events, not descriptors
+    assert stop["num_events"] == counted  # events (and rows of pages), not descriptors
     assert counted["frames"] == N_POINTS
     assert counted["features"] == counted["tracks"]
     assert stop["exit_status"] == "success"

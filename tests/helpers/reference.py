@@ -1,6 +1,7 @@
 """Independent references: the processed image with numpy alone, features and links with trackpy alone."""
 from __future__ import annotations
 
+import event_model
 import numpy as np
 import pandas as pd
 import trackpy
@@ -45,10 +46,20 @@ def timeless(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns="latency", errors="ignore")
 
 
+def event_rows(docs, descriptors) -> pd.DataFrame:
+    """The data of the events (and of the event pages, unpacked by event-model) of ``descriptors``."""
+    rows = []
+    for name, doc in docs:
+        if name == "event" and doc["descriptor"] in descriptors:
+            rows.append(doc["data"])
+        elif name == "event_page" and doc["descriptor"] in descriptors:
+            rows += [event["data"] for event in event_model.unpack_event_page(doc)]
+    return pd.DataFrame(rows)
+
+
 def stream_rows(docs, stream: str) -> pd.DataFrame:
-    """The events of one stream of an analysis run, as a DataFrame of their data."""
-    descriptors = {d["uid"] for n, d in docs if n == "descriptor" and d["name"] == stream}
-    return pd.DataFrame([d["data"] for n, d in docs if n == "event" and d["descriptor"] in descriptors])
+    """The rows of one stream of an analysis run (events and event pages), as a DataFrame of their data."""
+    return event_rows(docs, {d["uid"] for n, d in docs if n == "descriptor" and d["name"] == stream})
 
 
-__all__ = ["DATA_KEY", "processed", "offline_features", "offline_links", "partition", "stream_rows", "timeless"]
+__all__ = ["DATA_KEY", "processed", "offline_features", "offline_links", "partition", "stream_rows", "event_rows", "timeless"]
