@@ -83,10 +83,13 @@ def rekey(documents: list[tuple[str, dict]], *, note: Mapping | None = None) -> 
     Examples
     --------
     >>> docs = [("start", {"uid": "a", "time": 1.0}), ("descriptor", {"uid": "d", "run_start": "a"}),
-    ...         ("event", {"uid": "e", "descriptor": "d"}), ("stop", {"uid": "s", "run_start": "a"})]
+    ...         ("event", {"uid": "e", "descriptor": "d"}), ("event_page", {"uid": ["f", "g"], "descriptor": "d"}),
+    ...         ("stop", {"uid": "s", "run_start": "a"})]
     >>> copy = rekey(docs)
     >>> copy[1][1]["run_start"] == copy[0][1]["uid"] != "a", copy[2][1]["descriptor"] == copy[1][1]["uid"] != "d"
     (True, True)
+    >>> len(set(copy[3][1]["uid"]) - {"f", "g"}), copy[3][1]["descriptor"] == copy[1][1]["uid"]
+    (2, True)
     >>> copy[0][1]["spool"]["original_uid"]
     'a'
     """
@@ -100,8 +103,8 @@ def rekey(documents: list[tuple[str, dict]], *, note: Mapping | None = None) -> 
     out = []
     for name, doc in documents:
         doc = dict(doc)
-        if "uid" in doc and name not in ("stream_datum", "datum"):
-            doc["uid"] = renamed(doc["uid"])
+        if "uid" in doc and name not in ("stream_datum", "datum"):  # an event page has a list of them
+            doc["uid"] = [renamed(u) for u in doc["uid"]] if isinstance(doc["uid"], list) else renamed(doc["uid"])
         for key in ("run_start", "descriptor", "resource", "stream_resource"):
             if isinstance(doc.get(key), str):
                 doc[key] = renamed(doc[key])

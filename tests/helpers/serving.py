@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import event_model
 import pandas as pd
 
 import streamcrystal
@@ -119,4 +120,6 @@ def streams(documents) -> dict[str, pd.DataFrame]:
             names[doc["uid"]] = doc["name"]
         elif name == "event":
             rows.setdefault(names[doc["descriptor"]], []).append(doc["data"])
+        elif name == "event_page":
+            rows.setdefault(names[doc["descriptor"]], []).extend(e["data"] for e in event_model.unpack_event_page(doc))
     return {stream: pd.DataFrame(data) for stream, data in rows.items()}
