@@ -136,8 +136,16 @@ def pairwise_sum(values, start, n, squares=False, mean=0.0):
 @numba.njit(cache=True, nogil=True)
 def gather_background(raw, covered, first, stop, values):
     """The pixels of rows ``first:stop`` whose bit in ``covered`` is not set, in C order,
-    as float64 into ``values``; returns how many. Whole words skip or copy 64 pixels."""
+    as float64 into ``values``; returns how many. Whole words skip or copy 64 pixels.
+
+    In a word with both kinds of pixels, every pixel is written at the next free place and
+    only an uncovered one takes it (no branch to mispredict: on noisy images most words
+    are mixed). A covered pixel after the last uncovered one is written one place past
+    them, if ``values`` has room: give exactly as many places as there are pixels when
+    other threads fill the places after them.
+    """
     width = raw.shape[1]
+    capacity = values.shape[0]
     n = 0
     for y in range(first, stop):
         row, bits = raw[y], covered[y]
@@ -152,10 +160,11 @@ def gather_background(raw, covered, first, stop, values):
                     values[n + x - base] = np.float64(row[x])
                 n += end - base
                 continue
+            free = ~word
             for x in range(base, end):
-                if not (word >> np.uint64(x - base)) & _ONE:
+                if n < capacity:
                     values[n] = np.float64(row[x])
-                    n += 1
+                n += np.int64((free >> np.uint64(x - base)) & _ONE)
     return n
 
 

@@ -211,9 +211,10 @@ def _background(raw: np.ndarray, integer: np.ndarray, half_widths: np.ndarray, n
     else:  # the mask by bands, then each band's pixels after those of the bands above
         map_bands(lambda first, stop: covered_bits(integer, half_widths, n_nonzero, covered, first, stop), ranges)
         counts = [count_uncovered(covered, first, stop, width) for first, stop in ranges]
-        starts = dict(zip(ranges, np.cumsum([0] + counts)))
-        map_bands(lambda first, stop: gather_background(raw, covered, first, stop, values[starts[first, stop]:]),
-                  ranges)
+        # each band's own places, exactly (gather_background may write one past its pixels)
+        places = {band: values[start:start + count] for band, start, count in
+                  zip(ranges, np.cumsum([0] + counts), counts)}
+        map_bands(lambda first, stop: gather_background(raw, covered, first, stop, places[first, stop]), ranges)
         n = sum(counts)
     return (np.nan, np.nan) if n == 0 else mean_std(values, n)
 
