@@ -37,8 +37,9 @@ import warnings
 
 import numpy as np
 import pandas as pd
-# imported here, not in the functions: an import statement costs microseconds a call
-# (the package's __init__ imports trackpy anyway)
+
+# trackpy's functions imported here, not in the functions (an import statement costs
+# microseconds a call); the package's __init__ imports trackpy anyway
 from trackpy.find import where_close
 from trackpy.masks import N_binary_mask, binary_mask, gaussian_kernel
 from trackpy.refine import refine_com
@@ -124,7 +125,7 @@ def _to_int(p: Plan, image: np.ndarray, image_max: np.float64) -> tuple[np.ndarr
     return integer, scale_factor, histograms[0] if len(histograms) == 1 else sum(histograms)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _int_max(dtype: np.dtype) -> int:
     """``np.iinfo(dtype).max``, kept per dtype (``np.iinfo`` costs ~10 us a call)."""
     return np.iinfo(dtype).max
