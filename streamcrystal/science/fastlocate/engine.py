@@ -80,7 +80,7 @@ class NonFiniteImage(ValueError):
     """The image has NaN or infinite pixels: trackpy's arithmetic on them is left to trackpy."""
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=16, typed=True)  # typed: a float32 sigma is not a float's
 def _gaussian(sigma: float) -> np.ndarray:
     """trackpy's lowpass kernel for one axis; empty where trackpy skips the axis (kept per
     sigma: the kernels only read it)."""
