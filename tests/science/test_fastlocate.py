@@ -66,6 +66,11 @@ def _outcome(locate, image, diameter, **kwargs):
     return result, [str(w.message) for w in caught if not issubclass(w.category, ResourceWarning)]
 
 
+def assert_identical(found: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Same values bit for bit, dtypes, and index and column classes (a RangeIndex is not an Index)."""
+    pd.testing.assert_frame_equal(found, expected, check_exact=True, check_index_type=True, check_column_type=True)
+
+
 def assert_same_as_trackpy(image, diameter, **kwargs):
     """fastlocate.locate == trackpy.locate (and peaks.locate's two engines), exactly."""
     expected, expected_warnings = _outcome(trackpy.locate, image, diameter, **kwargs)
@@ -73,14 +78,14 @@ def assert_same_as_trackpy(image, diameter, **kwargs):
     if isinstance(expected, Exception):
         assert type(found) is type(expected), (found, expected)
     else:
-        pd.testing.assert_frame_equal(found, expected, check_exact=True)
+        assert_identical(found, expected)
     assert found_warnings == expected_warnings
     fast, _ = _outcome(peaks.locate, image, diameter, engine="fast", **kwargs)
     slow, _ = _outcome(peaks.locate, image, diameter, engine="trackpy", **kwargs)
     if isinstance(slow, Exception):
         assert type(fast) is type(slow)
     else:
-        pd.testing.assert_frame_equal(fast, slow, check_exact=True)
+        assert_identical(fast, slow)
     return expected
 
 
@@ -454,7 +459,7 @@ def test_threads_give_the_same_features(threads, seed, threads_on_small_images):
     expected, expected_warnings = _outcome(trackpy.locate, image, diameter, **kwargs)
     with fastlocate.using_threads(threads):
         found, found_warnings = _outcome(fastlocate.locate, image, diameter, **kwargs)
-    pd.testing.assert_frame_equal(found, expected, check_exact=True)
+    assert_identical(found, expected)
     assert found_warnings == expected_warnings and fastlocate.get_threads() == 1
 
 
@@ -467,8 +472,7 @@ def test_threads_on_a_dense_and_a_sparse_detector_image(threads_on_small_images)
     for picture in (image, sparse):
         expected = trackpy.locate(picture, 15, percentile=80, separation=100)
         with fastlocate.using_threads(2):
-            pd.testing.assert_frame_equal(fastlocate.locate(picture, 15, percentile=80, separation=100), expected,
-                                          check_exact=True)
+            assert_identical(fastlocate.locate(picture, 15, percentile=80, separation=100), expected)
 
 
 def test_small_images_stay_on_one_thread(monkeypatch):

@@ -9,7 +9,9 @@ The background values are then summed in numpy's own order: ``np.add.reduce`` on
 contiguous float64 array is ``0.0 + pairwise(values)``, with numpy's pairwise summation
 (blocks of at most 128 values summed with 8 interleaved accumulators, larger runs split
 at a multiple of 8 near the middle). ``mean = sum / n``; ``std = sqrt(sum((v - mean)**2) / n)``
-exactly as ``numpy._core._methods._var`` does it, so both equal trackpy's bit for bit.
+exactly as ``numpy._core._methods._var`` does it, so both equal trackpy's bit for bit. The
+squared deviations are summed as they are computed (the same values in the same order as
+numpy's array of them), in one pass instead of two.
 """
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ import numba
 import numpy as np
 
 from ._coverage import covered_bits, n_words, pack_nonzero, unpack
-from .parallel import bands, get_threads, map_bands
+from .parallel import get_threads, map_bands
 
 __all__ = ["covered_kernel", "background_kernel", "background_values", "gather_background", "mean_std",
-           "pairwise_sum", "square_deviations"]
+           "pairwise_sum"]
 
 _ONE, _ALL = np.uint64(1), np.uint64(2**64 - 1)
 
@@ -55,8 +57,44 @@ def _pairwise_leaf(values, start, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def pairwise_sum(values, start, n):
-    """numpy's pairwise sum of ``values[start:start + n]`` (float64, contiguous).
+def _pairwise_leaf_squares(values, start, n, mean):
+    """:func:`_pairwise_leaf` of ``(values - mean) ** 2`` as numpy's ``_var`` makes them
+    (``x = arr - mean``, then ``x * x``), without storing them."""
+    if n < 8:
+        total = -0.0
+        for i in range(start, start + n):
+            d = values[i] - mean
+            total += d * d
+        return total
+    d0, d1, d2, d3 = values[start] - mean, values[start + 1] - mean, values[start + 2] - mean, values[start + 3] - mean
+    d4, d5, d6, d7 = values[start + 4] - mean, values[start + 5] - mean, values[start + 6] - mean, values[start + 7] - mean
+    r0, r1, r2, r3, r4, r5, r6, r7 = d0 * d0, d1 * d1, d2 * d2, d3 * d3, d4 * d4, d5 * d5, d6 * d6, d7 * d7
+    i = start + 8
+    blocks_end = start + n - n % 8
+    while i < blocks_end:
+        d0, d1, d2, d3 = values[i] - mean, values[i + 1] - mean, values[i + 2] - mean, values[i + 3] - mean
+        d4, d5, d6, d7 = values[i + 4] - mean, values[i + 5] - mean, values[i + 6] - mean, values[i + 7] - mean
+        r0 += d0 * d0
+        r1 += d1 * d1
+        r2 += d2 * d2
+        r3 += d3 * d3
+        r4 += d4 * d4
+        r5 += d5 * d5
+        r6 += d6 * d6
+        r7 += d7 * d7
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < start + n:
+        d = values[i] - mean
+        total += d * d
+        i += 1
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def pairwise_sum(values, start, n, squares=False, mean=0.0):
+    """numpy's pairwise sum of ``values[start:start + n]`` (float64, contiguous); with
+    ``squares``, of the squared deviations ``(values - mean) ** 2``.
 
     numpy recurses: ``sum(a, n) = sum(a, h) + sum(a + h, n - h)`` with ``h`` = ``n // 2``
     rounded down to a multiple of 8, down to runs of at most 128 values. The recursion is
@@ -72,7 +110,10 @@ def pairwise_sum(values, start, n):
     while top > 0:
         i = top - 1
         if stages[i] == 0 and sizes[i] <= 128:
-            result = _pairwise_leaf(values, starts[i], sizes[i])
+            if squares:
+                result = _pairwise_leaf_squares(values, starts[i], sizes[i], mean)
+            else:
+                result = _pairwise_leaf(values, starts[i], sizes[i])
             top -= 1
             continue
         half = sizes[i] // 2
@@ -95,8 +136,16 @@ def pairwise_sum(values, start, n):
 @numba.njit(cache=True, nogil=True)
 def gather_background(raw, covered, first, stop, values):
     """The pixels of rows ``first:stop`` whose bit in ``covered`` is not set, in C order,
-    as float64 into ``values``; returns how many. Whole words skip or copy 64 pixels."""
+    as float64 into ``values``; returns how many. Whole words skip or copy 64 pixels.
+
+    In a word with both kinds of pixels, every pixel is written at the next free place and
+    only an uncovered one takes it (no branch to mispredict: on noisy images most words
+    are mixed). A covered pixel after the last uncovered one is written one place past
+    them, if ``values`` has room: give exactly as many places as there are pixels when
+    other threads fill the places after them.
+    """
     width = raw.shape[1]
+    capacity = values.shape[0]
     n = 0
     for y in range(first, stop):
         row, bits = raw[y], covered[y]
@@ -111,10 +160,11 @@ def gather_background(raw, covered, first, stop, values):
                     values[n + x - base] = np.float64(row[x])
                 n += end - base
                 continue
+            free = ~word
             for x in range(base, end):
-                if not (word >> np.uint64(x - base)) & _ONE:
+                if n < capacity:
                     values[n] = np.float64(row[x])
-                    n += 1
+                n += np.int64((free >> np.uint64(x - base)) & _ONE)
     return n
 
 
@@ -128,29 +178,22 @@ def background_values(raw, integer, half_widths, n_nonzero, covered, values):
     return gather_background(raw, covered, 0, height, values)
 
 
-@numba.njit(cache=True, nogil=True)
-def square_deviations(values, start, stop, mean):
-    """``values[i] = (values[i] - mean) ** 2`` for ``i`` in ``start:stop``, as numpy's ``_var``
-    computes it (``x = arr - mean``, then ``x * x``)."""
-    for i in range(start, stop):
-        deviation = values[i] - mean
-        values[i] = deviation * deviation
-
-
-def _sum(values: np.ndarray, n: int) -> float:
-    """numpy's ``np.add.reduce(values[:n])``: ``0.0 +`` its pairwise sum. numpy's first step
-    splits the values in two halves (at a multiple of 8) and adds their sums: with several
-    threads (:mod:`.parallel`) the halves are summed on two of them."""
+def _sum(values: np.ndarray, n: int, mean: float | None = None) -> float:
+    """numpy's ``np.add.reduce(values[:n])`` (with a ``mean``: of ``(values[:n] - mean) ** 2``):
+    ``0.0 +`` its pairwise sum. numpy's first step splits the values in two halves (at a
+    multiple of 8) and adds their sums: with several threads (:mod:`.parallel`) the halves
+    are summed on two of them."""
+    squares, mean = mean is not None, 0.0 if mean is None else float(mean)
     half = n // 2 - (n // 2) % 8
     if n <= 128 or get_threads() == 1:
-        return 0.0 + pairwise_sum(values, 0, n)
-    left, right = map_bands(lambda start, stop: pairwise_sum(values, start, stop - start), [(0, half), (half, n)])
+        return 0.0 + pairwise_sum(values, 0, n, squares, mean)
+    left, right = map_bands(lambda start, stop: pairwise_sum(values, start, stop - start, squares, mean),
+                            [(0, half), (half, n)])
     return 0.0 + (left + right)
 
 
 def mean_std(values: np.ndarray, n: int) -> tuple[float, float]:
-    """``(mean, std)`` of ``values[:n]`` as numpy computes them (NaN when undefined);
-    ``values`` then holds the squared deviations.
+    """``(mean, std)`` of ``values[:n]`` as numpy computes them (NaN when undefined).
 
     Examples
     --------
@@ -163,8 +206,7 @@ def mean_std(values: np.ndarray, n: int) -> tuple[float, float]:
     mean = np.float64(_sum(values, n) / n)
     if n == 1:
         return mean, np.nan
-    map_bands(lambda start, stop: square_deviations(values, start, stop, mean), bands(n, get_threads()))
-    return mean, np.float64(np.sqrt(_sum(values, n) / n))
+    return mean, np.float64(np.sqrt(_sum(values, n, mean) / n))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -193,7 +235,7 @@ def background_kernel(raw: np.ndarray, covered: np.ndarray, scratch: np.ndarray)
     """``(n, mean, std)`` of ``raw[covered == 0]`` as numpy computes them (NaN when undefined).
 
     ``covered``: a uint8 mask; ``scratch`` (float64, at least ``raw.size``) receives the
-    values, then their squared deviations.
+    values.
     """
     bits = np.empty((raw.shape[0], n_words(raw.shape[1])), dtype=np.uint64)
     _pack_rows(covered, bits)

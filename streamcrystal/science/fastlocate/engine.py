@@ -9,16 +9,17 @@ trackpy                           here
 ``convert_to_int``                :func:`._integer.to_int_kernel` (+ histogram)
 ``percentile_threshold``          :func:`.percentile.percentile_threshold`
 ``grey_dilation`` maxima          :func:`._maxima.maxima_kernel` (van Herk/Gil-Werman)
-``refine_com``                    trackpy's own ``refine_com`` (numba)
+``refine_com``                    trackpy's own ``refine_com_arr`` (numba)
 ``where_close`` duplicates        trackpy's own ``where_close``
-mass/size filters, ``topn``       the same pandas operations
+mass/size filters, ``topn``       the same operations on the refinement's array
 ``measure_noise``                 :mod:`._coverage` (dilation as bits), :mod:`._noise`
 ``_static_error``                 trackpy's own ``_static_error``
 ================================  ===============================================
 
 Every step gives the same numbers as trackpy's, so :func:`locate` returns the DataFrame
-``trackpy.locate`` returns (same rows, order, columns, dtypes and values) and emits the
-same warnings.
+``trackpy.locate`` returns (same rows, order, columns, dtypes, index and values) and emits
+the same warnings. trackpy makes its DataFrame after the refinement and edits it column by
+column; here it is made once, at the end, from the array the steps worked on.
 
 With :func:`.parallel.set_threads` above 1, the image steps run on bands of rows, one per
 thread, each computing exactly its rows of the whole-image result: the bandpass (a band
@@ -30,11 +31,21 @@ the pandas steps run on the calling thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import warnings
 
 import numpy as np
 import pandas as pd
+
+# trackpy's functions imported here, not in the functions (an import statement costs
+# microseconds a call); the package's __init__ imports trackpy anyway
+from trackpy.find import where_close
+from trackpy.masks import N_binary_mask, binary_mask, gaussian_kernel
+from trackpy.refine import refine_com
+from trackpy.refine.center_of_mass import refine_com_arr
+from trackpy.uncertainty import _static_error
+from trackpy.utils import pandas_concat
 
 from . import workspace
 from ._bandpass import NONFINITE, TINY_PIXELS, bandpass_rows
@@ -52,7 +63,7 @@ __all__ = ["run", "bandpassed", "local_maxima", "background_noise", "NonFiniteIm
 #: With threads the background noise is computed beside the refinement and filters: its
 #: step is then the wait for what is left of it.
 STEPS = ("bandpass", "to_int + histogram", "percentile", "maxima", "refine_com (trackpy)", "where_close",
-         "filters (pandas)", "noise (mask + mean/std)", "ep (_static_error)")
+         "filters", "noise (mask + mean/std)", "ep (_static_error)")
 
 #: Images below this many pixels a thread are located on one thread: handing work to other
 #: threads costs more than it saves on them (measured: 0.1 ms a hand-over).
@@ -69,10 +80,10 @@ class NonFiniteImage(ValueError):
     """The image has NaN or infinite pixels: trackpy's arithmetic on them is left to trackpy."""
 
 
+@functools.lru_cache(maxsize=16, typed=True)  # typed: a float32 sigma is not a float's
 def _gaussian(sigma: float) -> np.ndarray:
-    """trackpy's lowpass kernel for one axis; empty where trackpy skips the axis."""
-    from trackpy.masks import gaussian_kernel
-
+    """trackpy's lowpass kernel for one axis; empty where trackpy skips the axis (kept per
+    sigma: the kernels only read it)."""
     if not sigma > 0:
         return np.empty(0)
     weights = np.ascontiguousarray(gaussian_kernel(sigma, 4), dtype=np.float64)
@@ -101,7 +112,7 @@ def _bandpass(p: Plan) -> tuple[np.ndarray, np.float64]:
 
 def _to_int(p: Plan, image: np.ndarray, image_max: np.float64) -> tuple[np.ndarray, np.float64, np.ndarray]:
     """trackpy's ``convert_to_int``: the integer image (scratch), ``scale_factor``, histogram."""
-    max_value = np.iinfo(p.int_dtype).max
+    max_value = _int_max(p.int_dtype)
     scale_factor = np.float64(1.0) if image_max == 0 else max_value / image_max
     integer = workspace.scratch("integer", p.image.shape, p.int_dtype)
 
@@ -110,7 +121,14 @@ def _to_int(p: Plan, image: np.ndarray, image_max: np.float64) -> tuple[np.ndarr
         to_int_kernel(image[first:stop], float(scale_factor), integer[first:stop], histogram)
         return histogram
 
-    return integer, scale_factor, sum(map_bands(convert, _bands(p.image.shape[0])))
+    histograms = map_bands(convert, _bands(p.image.shape[0]))
+    return integer, scale_factor, histograms[0] if len(histograms) == 1 else sum(histograms)
+
+
+@functools.cache
+def _int_max(dtype: np.dtype) -> int:
+    """``np.iinfo(dtype).max``, kept per dtype (``np.iinfo`` costs ~10 us a call)."""
+    return np.iinfo(dtype).max
 
 
 def bandpassed(p: Plan) -> tuple[np.ndarray, np.floating, np.ndarray]:
@@ -175,10 +193,10 @@ def local_maxima(p: Plan, integer: np.ndarray, histogram: np.ndarray) -> np.ndar
     return _local_maxima(p, integer, histogram, _Clock(None))
 
 
+@functools.lru_cache(maxsize=16)
 def _half_widths(radius: tuple[int, int]) -> np.ndarray:
-    """Half-width of trackpy's ``binary_mask(radius)`` on each row off its centre."""
-    from trackpy.masks import binary_mask
-
+    """Half-width of trackpy's ``binary_mask(radius)`` on each row off its centre (kept per
+    radius, ~0.07 ms to make: the kernels only read it)."""
     mask = binary_mask(radius, 2)
     columns = np.arange(mask.shape[1]) - radius[1]
     return np.array([np.abs(columns[mask[radius[0] + d]]).max() for d in range(radius[0] + 1)], dtype=np.int64)
@@ -194,9 +212,10 @@ def _background(raw: np.ndarray, integer: np.ndarray, half_widths: np.ndarray, n
     else:  # the mask by bands, then each band's pixels after those of the bands above
         map_bands(lambda first, stop: covered_bits(integer, half_widths, n_nonzero, covered, first, stop), ranges)
         counts = [count_uncovered(covered, first, stop, width) for first, stop in ranges]
-        starts = dict(zip(ranges, np.cumsum([0] + counts)))
-        map_bands(lambda first, stop: gather_background(raw, covered, first, stop, values[starts[first, stop]:]),
-                  ranges)
+        # each band's own places, exactly (gather_background may write one past its pixels)
+        places = {band: values[start:start + count] for band, start, count in
+                  zip(ranges, np.cumsum([0] + counts), counts)}
+        map_bands(lambda first, stop: gather_background(raw, covered, first, stop, places[first, stop]), ranges)
         n = sum(counts)
     return (np.nan, np.nan) if n == 0 else mean_std(values, n)
 
@@ -226,11 +245,13 @@ class _Clock:
     def __init__(self, timings: dict | None):
         self.timings = timings
 
-    @contextlib.contextmanager
     def __call__(self, step: str):
-        if self.timings is None:
-            yield
-            return
+        # untimed (every call but profiles): a context that does nothing, without making
+        # a generator each step (~4 us)
+        return _UNTIMED if self.timings is None else self._timed(step)
+
+    @contextlib.contextmanager
+    def _timed(self, step: str):
         start = time.perf_counter()
         try:
             yield
@@ -238,36 +259,63 @@ class _Clock:
             self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - start
 
 
-def _drop_duplicates(p: Plan, features: pd.DataFrame) -> pd.DataFrame:
-    """Flat peaks give several maxima: trackpy keeps the brightest (``where_close``)."""
-    from trackpy.find import where_close
+#: The columns of trackpy's ``refine_com`` for a 2-D image and one radius, in the order of the
+#: array ``refine_com_arr`` returns (``y, x``, ``mass``, ``size``, ``ecc, signal, raw_mass``).
+COLUMNS = ("y", "x", "mass", "size", "ecc", "signal", "raw_mass")
+_Y, _X, _MASS, _SIZE, _ECC, _SIGNAL, _RAW_MASS = range(len(COLUMNS))
 
+# The column labels as pandas Indexes, made once: making one from strings costs ~0.06 ms
+# (dtype inference), a view of one ~2 us. Each DataFrame gets its own view (as
+# ``DataFrame.copy`` does), so renaming one's columns leaves the others alone.
+_COLUMNS = pd.Index(COLUMNS, dtype=object)
+_COLUMNS_EP = pd.Index([*COLUMNS, "ep"], dtype=object)
+
+
+_UNTIMED = contextlib.nullcontext()
+
+
+def _drop_duplicates(p: Plan, refined: np.ndarray) -> np.ndarray:
+    """Flat peaks give several maxima: trackpy keeps the brightest (its own ``where_close``).
+
+    trackpy hands ``where_close`` the ``y, x`` columns of its DataFrame, drops the rows it
+    names by label and renumbers them (labels are positions there): the same values as an
+    array and ``np.delete`` give the same rows, without pandas' per-call cost (~1 ms).
+    """
     if np.all(np.greater(p.separation, 0)):
-        duplicates = where_close(features[["y", "x"]], p.separation, features["mass"])
-        features.drop(duplicates, axis=0, inplace=True)
-        features.reset_index(drop=True, inplace=True)
-    return features
+        duplicates = where_close(refined[:, :2], p.separation, refined[:, _MASS])
+        if len(duplicates):
+            refined = np.delete(refined, duplicates, axis=0)
+    return refined
 
 
-def _filter(p: Plan, features: pd.DataFrame, scale_factor) -> pd.DataFrame:
-    """trackpy's mass/size filters and ``topn``; warns as trackpy does."""
-    features["mass"] /= scale_factor
-    features["signal"] /= scale_factor
-    keep = features["mass"] > p.minmass
+def _filter(p: Plan, refined: np.ndarray, scale_factor) -> tuple[np.ndarray, pd.Index]:
+    """trackpy's mass/size filters and ``topn`` on the rows, and the index its DataFrame
+    then has; warns as trackpy does.
+
+    trackpy runs these steps on its DataFrame (``/=``, ``.loc[mask]``, ``.iloc[order]``);
+    they are the same numpy operations on the columns, and the index is made by the
+    ``take`` pandas runs for ``.loc``/``.iloc``, at a fraction of the DataFrame's cost.
+    """
+    refined[:, _MASS] /= scale_factor
+    refined[:, _SIGNAL] /= scale_factor
+    index = pd.RangeIndex(len(refined))
+    keep = refined[:, _MASS] > p.minmass
     if p.maxsize is not None:
-        keep &= features["size"] < p.maxsize
+        keep &= refined[:, _SIZE] < p.maxsize
     if not keep.all():
-        features = features.loc[keep].copy()
-    if len(features) == 0:
+        rows = np.flatnonzero(keep)
+        refined, index = refined[rows], index.take(rows)
+    if len(refined) == 0:
         warnings.warn("No maxima survived mass- and size-based filtering. Be advised that the mass "
                       "computation was changed from version 0.2.4 to 0.3.0 and from 0.3.3 to 0.4.0. "
                       "See the documentation and the convenience functions 'minmass_v03_change' and "
                       "'minmass_v04_change'.")
-        return features
-    if p.topn is not None and len(features) > p.topn:
-        mass = features["mass"].values
-        features = features.iloc[[np.argmax(mass)]] if p.topn == 1 else features.iloc[np.argsort(mass)[-p.topn:]]
-    return features
+        return refined, index
+    if p.topn is not None and len(refined) > p.topn:
+        mass = refined[:, _MASS]
+        rows = [np.argmax(mass)] if p.topn == 1 else np.argsort(mass)[-p.topn:]
+        refined, index = refined[rows], index.take(rows)
+    return refined, index
 
 
 def run(p: Plan, timings: dict | None = None) -> pd.DataFrame:
@@ -289,12 +337,13 @@ def run(p: Plan, timings: dict | None = None) -> pd.DataFrame:
 
 
 def _run(p: Plan, clock: _Clock) -> pd.DataFrame:
-    """:func:`run`'s steps, timed by ``clock``."""
-    from trackpy.masks import N_binary_mask
-    from trackpy.refine import refine_com
-    from trackpy.uncertainty import _static_error
-    from trackpy.utils import pandas_concat
+    """:func:`run`'s steps, timed by ``clock``.
 
+    trackpy builds its DataFrame from the refinement and then changes it a column at a
+    time; here the refinement's array goes through the same steps and becomes the
+    DataFrame once, at the end (pandas costs ~0.1 ms an operation: most of a small
+    image's time).
+    """
     if 3 in p.image.shape or 4 in p.image.shape:
         warnings.warn("I am interpreting the image as 2-dimensional. If it is actually a "
                       "1-dimensional color image, convert it to grayscale first.")
@@ -303,26 +352,37 @@ def _run(p: Plan, clock: _Clock) -> pd.DataFrame:
     with clock("to_int + histogram"):
         integer, scale_factor, histogram = _to_int(p, image, image_max)
     coords = _local_maxima(p, integer, histogram, clock)
-    background = _background_task(p, integer, int(histogram[1:].sum())) if len(coords) else None
+    if len(coords) == 0:  # trackpy's empty DataFrame (object columns)
+        return refine_com(p.image, integer, p.radius, coords, max_iterations=p.max_iterations,
+                          engine=p.engine, characterize=True)
+    background = _background_task(p, integer, int(histogram[1:].sum()))
     with clock("refine_com (trackpy)"):
-        features = refine_com(p.image, integer, p.radius, coords, max_iterations=p.max_iterations,
-                              engine=p.engine, characterize=True)
-    if len(features) > 0:
-        with clock("where_close"):
-            features = _drop_duplicates(p, features)
-        with clock("filters (pandas)"):
-            features = _filter(p, features, scale_factor)
-    if len(features) == 0:
-        if background is not None:
-            background.settle()
-        return features
+        refined = _refine(p, integer, coords)
+    with clock("where_close"):
+        refined = _drop_duplicates(p, refined)
+    with clock("filters"):
+        refined, index = _filter(p, refined, scale_factor)
+    if len(refined) == 0:
+        background.settle()
+        return pd.DataFrame(refined, columns=_COLUMNS.view(), index=index)
     with clock("noise (mask + mean/std)"):  # with threads: what is left to wait for
         black_level, noise = background.result()
     with clock("ep (_static_error)"):
-        mass = features["raw_mass"].values - N_binary_mask(p.radius, 2) * black_level
-        ep = _static_error(mass, noise, p.radius, p.noise_size)
-        if ep.ndim == 1:
-            features["ep"] = ep
-        else:
-            features = pandas_concat([features, pd.DataFrame(ep, columns=["ep_y", "ep_x"])], axis=1)
-    return features
+        return _with_errors(p, refined, index, black_level, noise)
+
+
+def _refine(p: Plan, integer: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """trackpy's ``refine_com`` (numba engine) as the array it makes its DataFrame of."""
+    return refine_com_arr(p.image, integer, p.radius, coords, max_iterations=p.max_iterations, engine=p.engine,
+                          characterize=True)
+
+
+def _with_errors(p: Plan, refined: np.ndarray, index: pd.Index, black_level, noise) -> pd.DataFrame:
+    """The features' DataFrame with trackpy's ``ep`` column (``ep_y, ep_x`` for per-axis noise sizes)."""
+    mass = refined[:, _RAW_MASS] - N_binary_mask(p.radius, 2) * black_level
+    ep = _static_error(mass, noise, p.radius, p.noise_size)
+    if ep.ndim == 1:
+        return pd.DataFrame(np.column_stack([refined, ep]), columns=_COLUMNS_EP.view(), index=index)
+    # trackpy joins the two columns by index (gaps after the filters: NaN rows), as here
+    features = pd.DataFrame(refined, columns=_COLUMNS.view(), index=index)
+    return pandas_concat([features, pd.DataFrame(ep, columns=["ep_y", "ep_x"])], axis=1)
