@@ -501,7 +501,9 @@ class DaskFrames:
         self.locate = locate
         self.attempts = attempts
         self.shared_memory = shared_memory
-        self.segments = SharedSegments(client)
+        # segments are written again within a run (a new one costs the kernel's zeroing of its
+        # pages, more than the copy): at most one per item in flight, free ones unlinked at each stop
+        self.segments = SharedSegments(client, keep=self.max_in_flight)
         self._hosts: set[str] | None = None  # the workers' hosts that are this machine (None: not looked yet)
         self._restrict: list[str] | None = None  # those hosts, if some workers are elsewhere
         self._hosts_seen = 0.0
@@ -595,9 +597,12 @@ class DaskFrames:
             return item
 
     def _release(self, sent) -> None:
-        """Unlink the shared memory segment made for ``sent``, if any (idempotent)."""
+        """Free the shared memory segment made for ``sent``, if any (idempotent); at a stop,
+        unlink the free segments, so that none is left after a run."""
         if isinstance(sent, FrameTask) and isinstance(sent.frames, SharedFrames):
             self.segments.release(sent.frames.name)
+        elif isinstance(sent, Place) and sent.name == "stop":
+            self.segments.drain()
 
     def _stop_sharing(self, reason: str) -> None:
         if self._hosts:

@@ -77,6 +77,11 @@ def test_inline_frames_go_through_shared_memory_with_the_serial_results_and_leav
     assert left_in_dev_shm(names) == [] and len(parallel.dask.segments) == 0
     assert 1 <= parallel.dask.segments.peak <= parallel.dask.max_in_flight
     assert parallel.parameters["dask"]["shared_memory"] is True
+    # segments were written again within a run (and the results above are the serial ones):
+    # at most max_in_flight made per run, the other events' frames went into free ones
+    segments = parallel.dask.segments
+    assert segments.made + segments.recycled == len(names) and segments.made <= 3 * parallel.dask.max_in_flight
+    assert len(set(names)) == segments.made < len(names)
 
 
 def test_shared_memory_false_ships_the_frames_with_the_same_results(client, scan):
