@@ -74,11 +74,13 @@ def _thread_cpu(native_id: int) -> float:
     return float("nan")
 
 
-def run_once(make_docs, background, *, client=None, profile: cProfile.Profile | None = None):
+def run_once(make_docs, background, *, client=None, profile: cProfile.Profile | None = None,
+             max_in_flight: int | None = None):
     """Feed one run: (seconds, client process CPU s, loop thread CPU s, peaks per frame)."""
     from streamcrystal import peak_tracking
 
-    pipe = peak_tracking(DATA_KEY, subtrahend=background, search_range=20, client=client, **LOCATE)
+    bound = {} if client is None else {"max_in_flight": max_in_flight}
+    pipe = peak_tracking(DATA_KEY, subtrahend=background, search_range=20, client=client, **bound, **LOCATE)
     peaks = []
     pipe.nodes["frame_results"].sink(lambda result: peaks.append((result.seq_num, result.n_peaks)))
     loop_id = _loop_thread_id(client) if client is not None else threading.get_native_id()
@@ -119,7 +121,7 @@ def connect(spec: str, n_workers: int):
 
 
 def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_workers: int = 2, shape=SMALL,
-            profile_path: str | None = None, say=print) -> dict:
+            profile_path: str | None = None, max_in_flight: int | None = None, say=print) -> dict:
     """Events/s and CPU per event of each mode (medians); the peaks checked equal to serial."""
     from streamcrystal.science.frames import process_frames
     from streamcrystal.science.peaks import locate
@@ -136,8 +138,8 @@ def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_
             f"{sorted(set(where.values()))}")
         run_once(lambda: raw_documents(events, 10), background, client=client)  # warm-up of the workers
         modes = {"serial": lambda: run_once(inline, background),
-                 "inline": lambda: run_once(inline, background, client=client),
-                 "HDF5": lambda: run_once(referenced, background, client=client)}
+                 "inline": lambda: run_once(inline, background, client=client, max_in_flight=max_in_flight),
+                 "HDF5": lambda: run_once(referenced, background, client=client, max_in_flight=max_in_flight)}
         samples = {label: [] for label in modes}
         peaks = {}
         for _ in range(repeats):
@@ -156,7 +158,7 @@ def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_
                 f"client CPU {cpu_ms:5.2f} ms/event, of which its event-loop thread {loop_ms:5.2f} ms/event")
         if profile_path:
             profile = cProfile.Profile(time.thread_time)  # CPU, not wall time: the machine is shared
-            run_once(referenced, background, client=client, profile=profile)
+            run_once(referenced, background, client=client, profile=profile, max_in_flight=max_in_flight)
             profile.dump_stats(profile_path)
             say(f"cProfile of the event-loop thread over one HDF5 run of {n_events} events: {profile_path}")
             pstats.Stats(profile_path).sort_stats("tottime").print_stats(25)
@@ -172,6 +174,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode; medians (default %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="workers to start (local, cli; default 2)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the event-loop thread to FILE")
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="the pipeline's bound on events in flight (default: 2 x worker threads + 1); small "
+                             "events are latency-bound at the default")
     parser.add_argument("--quick", action="store_true", help="20 events, one repeat (a smoke run)")
     args = parser.parse_args(argv)
     import trackpy
@@ -181,7 +186,7 @@ def main(argv=None) -> int:
     print(f"{SMALL[0]} x {SMALL[1]} x 1 frame uint16 per event, {n_events} events per run, medians (min-max) of "
           f"{repeats}, modes in turn, {os.cpu_count()} cores, load average before the run {os.getloadavg()[0]:.2f}")
     measure(cluster=args.cluster, n_events=n_events, repeats=repeats, n_workers=args.workers,
-            profile_path=args.profile)
+            profile_path=args.profile, max_in_flight=args.max_in_flight)
     return 0
 
 
