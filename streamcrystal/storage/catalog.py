@@ -121,8 +121,7 @@ def _serialization_registry():
 def _init_once(database: Path) -> None:
     """Create the SQLite catalog if it is not there, once even if processes race for it.
 
-    Tiled's ``init_if_not_exists`` starts a Python subprocess every time (seconds); an
-    existing catalog needs none, and an exclusive lock on a file beside it makes the first
+    An existing catalog needs nothing; an exclusive lock on a file beside it makes the first
     of several processes started together the only one to create it.
     """
     import fcntl
@@ -132,10 +131,45 @@ def _init_once(database: Path) -> None:
     with open(database.with_suffix(".init-lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (database.exists() and database.stat().st_size > 0):
-            from tiled.catalog import from_uri as catalog_from_uri
-
-            catalog_from_uri(database, init_if_not_exists=True)
+            _create_catalog(database)
             logger.info("created the catalog %s", database)
+
+
+def _create_catalog(database: Path) -> None:
+    """What ``tiled catalog init --if-not-exists`` does, in this process.
+
+    Tiled's ``from_uri(..., init_if_not_exists=True)`` runs that command in a Python
+    subprocess, which imports Tiled's catalog (dask, xarray, sqlalchemy: ~6 s) all over again;
+    this process imports the same modules anyway to serve the catalog. The work runs on a
+    thread of its own: ``asyncio.run`` (here and in Tiled's alembic ``env.py``) needs a thread
+    with no running event loop, and the caller's may have one (a notebook's).
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from tiled.alembic_utils import UninitializedDatabase, check_database, stamp_head
+    from tiled.catalog.alembic_constants import ALEMBIC_DIR, ALEMBIC_INI_TEMPLATE_PATH
+    from tiled.catalog.core import ALL_REVISIONS, REQUIRED_REVISION, initialize_database
+    from tiled.utils import ensure_specified_sql_driver
+
+    uri = ensure_specified_sql_driver(str(database))
+
+    async def create_tables() -> None:
+        engine = create_async_engine(uri)
+        try:
+            await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
+        except UninitializedDatabase:
+            await initialize_database(engine)
+        finally:
+            await engine.dispose()
+
+    def create() -> None:
+        asyncio.run(create_tables())
+        stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="streamcrystal-catalog-init") as pool:
+        pool.submit(create).result()
 
 
 def _threaded_uvicorn(config):
