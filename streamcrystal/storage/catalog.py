@@ -131,7 +131,13 @@ def _init_once(database: Path) -> None:
     with open(database.with_suffix(".init-lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (database.exists() and database.stat().st_size > 0):
-            _create_catalog(database)
+            try:
+                _create_catalog(database)
+            except ImportError as err:  # another Tiled than the one these internals are from: its own way
+                logger.debug("creating the catalog with Tiled's init command (%s)", err)
+                from tiled.catalog import from_uri as catalog_from_uri
+
+                catalog_from_uri(database, init_if_not_exists=True)
             logger.info("created the catalog %s", database)
 
 
@@ -140,7 +146,9 @@ def _create_catalog(database: Path) -> None:
 
     Tiled's ``from_uri(..., init_if_not_exists=True)`` runs that command in a Python
     subprocess, which imports Tiled's catalog (dask, xarray, sqlalchemy: ~6 s) all over again;
-    this process imports the same modules anyway to serve the catalog. The work runs on a
+    this process imports the same modules anyway to serve the catalog. These are Tiled's own
+    functions (as of Tiled 0.2); if one is missing in another version (``ImportError``), the
+    caller falls back to Tiled's command. The work runs on a
     thread of its own: ``asyncio.run`` (here and in Tiled's alembic ``env.py``) needs a thread
     with no running event loop, and the caller's may have one (a notebook's).
     """
