@@ -183,10 +183,10 @@ class AnalysisRun:
         docs = []
         for first in range(0, n, PAGE_ROWS):
             page = data if n <= PAGE_ROWS else {key: values[first:first + PAGE_ROWS] for key, values in data.items()}
-            now = [ttime.time()] * len(page[columns[0]])
-            # Not validated, as _event says
+            now, rows = ttime.time(), len(page[columns[0]])
+            # Not validated, as _event says; a list of its own per key, as event-model's pack_event_page makes
             docs.append(("event_page", composer.compose_event_page(
-                data=page, timestamps=dict.fromkeys(page, now), validate=False)))
+                data=page, timestamps={key: [now] * rows for key in page}, validate=False)))
         return docs
 
     def _frames_row(self, result: FrameResult, reading: int, point: int, position=(), superseded=False,
