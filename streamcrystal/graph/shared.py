@@ -188,10 +188,7 @@ class SharedSegments:
         reused = self._take_free(frames.nbytes)
         if reused is not None:
             name, segment = reused
-            view = np.ndarray(frames.shape, frames.dtype, buffer=segment.buf)
-            np.copyto(view, frames, casting="no")
-            del view
-            return SharedFrames(name, tuple(int(n) for n in frames.shape), frames.dtype.str)
+            return _write(name, segment, frames)
         free = _free_bytes()
         if free is not None and free < frames.nbytes + (1 << 20):
             raise OSError(f"{_SHM_DIRECTORY} has {free / 2**20:.0f} MB free, the event needs {frames.nbytes / 2**20:.0f} MB "
@@ -199,9 +196,7 @@ class SharedSegments:
         name = f"{PREFIX}{uuid.uuid4().hex[:12]}"
         segment = shared_memory.SharedMemory(name=name, create=True, size=frames.nbytes)
         try:
-            view = np.ndarray(frames.shape, frames.dtype, buffer=segment.buf)
-            np.copyto(view, frames, casting="no")
-            del view  # the segment's buffer is not exported any more: it can be closed
+            shared = _write(name, segment, frames)
         except BaseException:
             segment.close()
             segment.unlink()
@@ -215,7 +210,7 @@ class SharedSegments:
                                                                     self._watch_interval),
                                               name="streamcrystal-shm-watchdog", daemon=True)
             self._watchdog.start()
-        return SharedFrames(name, tuple(int(n) for n in frames.shape), frames.dtype.str)
+        return shared
 
     def _take_free(self, nbytes: int) -> tuple[str, shared_memory.SharedMemory] | None:
         """The smallest free segment of at least ``nbytes``, taken off the free list (None if none)."""
@@ -272,6 +267,14 @@ class SharedSegments:
         """The names of the segments holding frames in flight now (not the free ones)."""
         with self._lock:
             return [name for name in self._segments if name not in self._free]
+
+
+def _write(name: str, segment: shared_memory.SharedMemory, frames: np.ndarray) -> SharedFrames:
+    """Copy ``frames`` to the start of ``segment``; returns what a task carries to find them."""
+    view = np.ndarray(frames.shape, frames.dtype, buffer=segment.buf)
+    np.copyto(view, frames, casting="no")
+    del view  # the segment's buffer is not exported any more: it can be closed
+    return SharedFrames(name, tuple(int(n) for n in frames.shape), frames.dtype.str)
 
 
 def _unlink(segment: shared_memory.SharedMemory) -> None:
