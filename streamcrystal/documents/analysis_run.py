@@ -167,7 +167,7 @@ class AnalysisRun:
 
         One page per frame (per :data:`PAGE_ROWS` rows of a whole run's table) rather than one
         event per row: the same rows in the catalog (``TiledWriter`` and bluesky's callbacks,
-        which are ``DocumentRouter``\ s, unpack a page), at a fraction of the cost. Events by
+        ``DocumentRouter`` subclasses, unpack a page), at a fraction of the cost. Events by
         the row were most of the client's CPU per event with a Dask cluster.
         """
         columns = self._columns.get(stream)
