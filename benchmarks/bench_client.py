@@ -9,7 +9,10 @@ repeats, the modes in turn):
   stop returns with the run linked and mapped);
 - the client process's CPU per event (all its threads; with ``--cluster local`` that includes
   the in-process scheduler of the ``LocalCluster``, with ``--cluster cli`` it does not);
-- the CPU per event of the client's event-loop thread, where the graph, scatter and gather run.
+- the CPU per event of the client's event-loop thread, where the graph, scatter and gather run;
+- the CPU per event of the cluster's processes (the scheduler, when it is not the client's
+  process, and the workers), so the whole budget of an event shows: on a machine of C cores,
+  nothing can go faster than C / (the sum) events/s.
 
 Modes: ``serial`` (no cluster, the reference), ``inline`` (the frames in the event documents;
 through shared memory when the workers share this host) and ``HDF5`` (StreamResource/StreamDatum:
@@ -74,9 +77,28 @@ def _thread_cpu(native_id: int) -> float:
     return float("nan")
 
 
+def _cluster_processes(client) -> dict:
+    """psutil processes of the cluster's scheduler (unless it is this process) and workers, by role."""
+    import psutil
+
+    here = os.getpid()
+    scheduler = client.run_on_scheduler(os.getpid)
+    workers = sorted(client.run(os.getpid).values())
+    roles = {"workers": [psutil.Process(pid) for pid in workers]}
+    if scheduler != here:
+        roles["scheduler"] = [psutil.Process(scheduler)]
+    return roles
+
+
+def _cpu_of(roles: dict) -> dict:
+    """CPU seconds (user + system) used so far by each role's processes."""
+    return {role: sum(sum(process.cpu_times()[:2]) for process in processes) for role, processes in roles.items()}
+
+
 def run_once(make_docs, background, *, client=None, profile: cProfile.Profile | None = None,
-             max_in_flight: int | None = None):
-    """Feed one run: (seconds, client process CPU s, loop thread CPU s, peaks per frame)."""
+             max_in_flight: int | None = None, cluster: dict | None = None):
+    """Feed one run: (seconds, client process CPU s, loop thread CPU s, peaks per frame, the CPU s of
+    each role of ``cluster`` (:func:`_cluster_processes`))."""
     from streamcrystal import peak_tracking
 
     bound = {} if client is None else {"max_in_flight": max_in_flight}
@@ -89,17 +111,19 @@ def run_once(make_docs, background, *, client=None, profile: cProfile.Profile | 
         async def enable():
             profile.enable()
         client.sync(enable)
+    roles0 = _cpu_of(cluster or {})
     cpu0, loop0, t0 = time.process_time(), _thread_cpu(loop_id), time.perf_counter()
     for name, doc in docs:
         pipe(name, doc)
     elapsed = time.perf_counter() - t0
     cpu, loop = time.process_time() - cpu0, _thread_cpu(loop_id) - loop0
+    roles = {role: used - roles0[role] for role, used in _cpu_of(cluster or {}).items()}
     if profile is not None:
         async def disable():
             profile.disable()
         client.sync(disable)
     pipe.close()
-    return elapsed, cpu, loop, sorted(peaks)
+    return elapsed, cpu, loop, sorted(peaks), roles
 
 
 @contextlib.contextmanager
@@ -136,26 +160,40 @@ def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_
         where = client.run(lambda: __import__("streamcrystal").__file__)
         say(f"cluster {cluster}: {client.scheduler.address}, {len(where)} workers, streamcrystal from "
             f"{sorted(set(where.values()))}")
-        run_once(lambda: raw_documents(events, 10), background, client=client)  # warm-up of the workers
+        # warm-up of the workers, both ways: numba compiles a kernel for each kind of array it meets (a
+        # frame mapped from shared memory, one read from a file), about 2 s a worker, not to be timed
+        for warm_up in (lambda: raw_documents(events, 10), lambda: hdf5_documents(path, len(events), 10,
+                                                                                  events[0].shape)):
+            run_once(warm_up, background, client=client)
+        cluster_roles = _cluster_processes(client)
+        on = {"client": client, "max_in_flight": max_in_flight, "cluster": cluster_roles}
         modes = {"serial": lambda: run_once(inline, background),
-                 "inline": lambda: run_once(inline, background, client=client, max_in_flight=max_in_flight),
-                 "HDF5": lambda: run_once(referenced, background, client=client, max_in_flight=max_in_flight)}
+                 "inline": lambda: run_once(inline, background, **on),
+                 "HDF5": lambda: run_once(referenced, background, **on)}
         samples = {label: [] for label in modes}
         peaks = {}
         for _ in range(repeats):
             for label, run in modes.items():
-                elapsed, cpu, loop, peaks[label] = run()
-                samples[label].append((elapsed, cpu, loop))
+                elapsed, cpu, loop, peaks[label], roles = run()
+                samples[label].append((elapsed, cpu, loop, roles))
         for label in modes:
             if peaks[label] != peaks["serial"]:
                 raise RuntimeError(f"{label} found other peaks than the serial pipeline")
-            rates = sorted(n_events / e for e, _, _ in samples[label])
-            cpu_ms = statistics.median(1000 * c / n_events for _, c, _ in samples[label])
-            loop_ms = statistics.median(1000 * lp / n_events for _, _, lp in samples[label])
+            rates = sorted(n_events / sample[0] for sample in samples[label])
+            cpu_ms = statistics.median(1000 * sample[1] / n_events for sample in samples[label])
+            loop_ms = statistics.median(1000 * sample[2] / n_events for sample in samples[label])
+            roles_ms = {role: statistics.median(1000 * sample[3][role] / n_events for sample in samples[label])
+                        for role in samples[label][0][3]}
+            total_ms = cpu_ms + sum(roles_ms.values())
             results[label] = {"events_per_s": statistics.median(rates), "range": (rates[0], rates[-1]),
-                              "cpu_ms": cpu_ms, "loop_ms": loop_ms}
+                              "cpu_ms": cpu_ms, "loop_ms": loop_ms, "cluster_ms": roles_ms, "total_ms": total_ms}
             say(f"  {label:<8} {results[label]['events_per_s']:7.1f} events/s ({rates[0]:.1f}-{rates[-1]:.1f})   "
                 f"client CPU {cpu_ms:5.2f} ms/event, of which its event-loop thread {loop_ms:5.2f} ms/event")
+            if roles_ms:
+                cores = os.cpu_count() or 1
+                say(f"  {'':<8} CPU per event: client {cpu_ms:.2f} + "
+                    + " + ".join(f"{role} {ms:.2f}" for role, ms in roles_ms.items())
+                    + f" = {total_ms:.2f} ms: at most {1000 * cores / total_ms:.0f} events/s on {cores} cores")
         if profile_path:
             profile = cProfile.Profile(time.thread_time)  # CPU, not wall time: the machine is shared
             run_once(referenced, background, client=client, profile=profile, max_in_flight=max_in_flight)

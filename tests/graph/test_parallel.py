@@ -140,6 +140,21 @@ def test_features_come_out_in_seq_num_order_whatever_finishes_first(client, scan
     assert features == sorted(features) and set(features) == set(range(1, len(frames) + 1))
 
 
+def test_finished_results_waiting_behind_a_late_one_are_gathered_together_in_order(client, scan):
+    """While frame 1 sleeps on one worker, the other frames finish on the other: when frame 1's
+    result is in, the rest wait finished in the buffer and come back in one gather, not one each."""
+    frames, background = scan
+    raw = compose_raw_run(frames, grid=(2, 4))
+    serial, serial_out = make_pipe(subtrahend=background)
+    feed(serial, raw)
+    late_first = DaskFrames(client, max_in_flight=12, locate=slow_work(lambda seq: 1.0 if seq == 1 else 0.0))
+    parallel, parallel_out = make_pipe(late_first, subtrahend=background)
+    feed(parallel, raw)
+    assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
+    gathers = parallel.nodes["gather"].gathers
+    assert 2 <= gathers < len(frames) // 2, f"{gathers} gathers for {len(frames)} frames"
+
+
 def test_a_failing_frame_is_logged_and_skipped_and_nothing_stalls(client, scan, caplog_streamcrystal):
     frames, background = scan
     first = compose_raw_run(frames[:5], grid=(1, 5))
