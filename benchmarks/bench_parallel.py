@@ -18,7 +18,10 @@ frames each, Bragg-like spots over dark current and noise), as events/s (medians
 and the ratios (2 workers / serial with the frames in memory, 2 workers / serial with the
 frames in HDF5 files for both, 1 worker's overhead vs serial, 2 workers / tp.batch, HDF5
 references / shipped arrays), the peak resident memory of this process and of the
-workers (sampled every 50 ms), and the time per frame of a worker. The modes take turns in
+workers (sampled every 50 ms), and the time per frame of a worker. Each rate is given twice:
+for the whole run (from its start document to its stop returned, the run's analysis done) and
+steady (:func:`steady_rate`: the events of the run's last three quarters, without what each
+run pays once, at its start and after its last frame). The modes take turns in
 each repeat, so a neighbour's load slows them alike (the load average before the run is
 printed). Every mode must find the same peaks, or the run stops.
 """
@@ -105,19 +108,34 @@ def write_hdf5(events, directory: str) -> str:
 
 def time_pipeline(make_docs, background, *, client=None, pids=()):
     """Seconds to feed one run through a new pipeline (the stop returns once it is mapped),
-    the peaks found, peak memory (this process, workers)."""
+    the peaks found, peak memory (this process, workers), and the steady rate (:func:`steady_rate`)."""
     from streamcrystal import peak_tracking
 
     pipe = peak_tracking(DATA_KEY, subtrahend=background, search_range=50, client=client, **LOCATE)
-    peaks = []
-    pipe.nodes["frame_results"].sink(lambda result: peaks.append(result.n_peaks))
+    peaks, done = [], []
+    pipe.nodes["frame_results"].sink(lambda result: (peaks.append(result.n_peaks), done.append(time.perf_counter())))
     with MemorySampler(pids) as memory:
         t0 = time.perf_counter()
         for name, doc in make_docs():
             pipe(name, doc)
         elapsed = time.perf_counter() - t0
     pipe.close()  # the graph and the background on the workers go before the next run
-    return elapsed, sum(peaks), (memory.main_mb, memory.others_mb)
+    return elapsed, sum(peaks), (memory.main_mb, memory.others_mb), steady_rate(done)
+
+
+def steady_rate(done: list[float]) -> float:
+    """Events/s while a run goes on: frames out between the first quarter of the run and its
+    last frame, over that time (``done``: when each frame's result came out).
+
+    The whole run's rate also counts what every run pays once, whatever its length: the
+    pipeline filling up (the first events, while the workers start on them) and the run's end
+    after its last frame (linking the whole run, the maps, the grains, the stop). A scan of
+    hundreds of points is mostly the steady part.
+    """
+    if len(done) < 3:
+        return float("nan")
+    first = max(1, len(done) // 4) - 1
+    return (len(done) - 1 - first) / (done[-1] - done[first])
 
 
 def time_tp_batch(images, processes: int):
@@ -159,12 +177,14 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
         modes.append((f"dask {n} workers, HDF5", lambda: time_pipeline(referenced, background, client=clients[n], pids=pids[n])))
         modes.append((f"tp.batch(processes={n})", lambda: _tp_batch_mode(events, background, n_events, n)))
         times = {label: [] for label, _ in modes}
+        steady = {label: [] for label, _ in modes}
         memory = {label: (0.0, 0.0) for label, _ in modes}
         peaks = {}
         for _ in range(repeats):
             for label, run in modes:
-                elapsed, peaks[label], mem = run()
+                elapsed, peaks[label], mem, rate = run()
                 times[label].append(elapsed)
+                steady[label].append(rate)
                 memory[label] = tuple(map(max, memory[label], mem))
         per_frame = clients[n].run(_worker_ms_per_frame, events[0], background)
 
@@ -173,8 +193,10 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
         if peaks[label] != peaks["serial"]:
             raise RuntimeError(f"{label} found {peaks[label]} peaks, the serial pipeline {peaks['serial']}")
         rates = sorted(n_events / t for t in times[label])
-        results[label] = {"events_per_s": statistics.median(rates), "range": (rates[0], rates[-1]), "memory_mb": memory[label]}
-        say(f"  {label:<24} {results[label]['events_per_s']:6.2f} events/s ({rates[0]:.2f}-{rates[-1]:.2f})   peak RSS: "
+        results[label] = {"events_per_s": statistics.median(rates), "range": (rates[0], rates[-1]),
+                          "steady_per_s": statistics.median(steady[label]), "memory_mb": memory[label]}
+        say(f"  {label:<24} {results[label]['events_per_s']:6.2f} events/s ({rates[0]:.2f}-{rates[-1]:.2f}), "
+            f"steady {results[label]['steady_per_s']:6.2f}   peak RSS: "
             f"this process {memory[label][0]:6.0f} MB, workers {memory[label][1]:6.0f} MB")
     return results
 
@@ -186,7 +208,7 @@ def _tp_batch_mode(events, background, n_events: int, processes: int):
     images = [process_frames(events[i % len(events)], background) for i in range(n_events)]
     with MemorySampler() as memory:
         elapsed, found = time_tp_batch(images, processes)
-    return elapsed, found, (memory.main_mb, 0.0)
+    return elapsed, found, (memory.main_mb, 0.0), float("nan")
 
 
 def _worker_ms_per_frame(frames, background, repeats: int = 2) -> float:
@@ -217,6 +239,14 @@ def report(results: dict, workers, say=print) -> None:
         say(f"  {n} workers / serial, both HDF5:      {rate[f'dask {n} workers, HDF5'] / rate['serial, HDF5']:5.2f}x")
         say(f"  {n} workers HDF5 / serial in memory:  {rate[f'dask {n} workers, HDF5'] / serial:5.2f}x")
         say(f"  HDF5 references / shipped arrays:   {rate[f'dask {n} workers, HDF5'] / rate[f'dask {n} workers']:5.2f}x")
+    steady = {label: r["steady_per_s"] for label, r in results.items() if isinstance(r, dict) and "steady_per_s" in r}
+    say("steady (the frames of each run's last three quarters: without its start and its end):")
+    if f"dask {n} workers" in steady:
+        say(f"  {n} workers / serial:                {steady[f'dask {n} workers'] / steady['serial']:5.2f}x")
+    if "dask 1 worker" in steady:
+        say(f"  1 worker overhead vs serial:        {steady['serial'] / steady['dask 1 worker'] - 1:+6.1%}")
+    if f"dask {n} workers, HDF5" in steady:
+        say(f"  {n} workers / serial, both HDF5:      {steady[f'dask {n} workers, HDF5'] / steady['serial, HDF5']:5.2f}x")
     if "worker_ms_per_frame" in results:
         ms = results["worker_ms_per_frame"]
         say(f"per-frame work on one worker: {ms:.0f} ms/event -> {1000 / ms:.2f} events/s per worker core")
