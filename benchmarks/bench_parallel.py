@@ -13,7 +13,11 @@ frames each, Bragg-like spots over dark current and noise), as events/s (medians
 - ``dask 2 workers, HDF5``: the frames in an HDF5 file (StreamResource/StreamDatum), the
   workers read them themselves (only references are sent);
 - ``tp.batch(processes=2)``: trackpy's own parallel ``batch`` on the processed images
-  (averaged, background subtracted, clipped beforehand, not timed): locate only.
+  (averaged, background subtracted, clipped beforehand, not timed): locate only;
+- ``bare 1 process`` / ``bare 2 processes``: the per-frame work alone (what a Dask task
+  does: average, subtract, clip, locate) in a ``multiprocessing`` pool whose processes hold
+  the events already: no pipeline, no Dask, no transfer. Their ratio is what this machine
+  gives two workers at best (two processes share its memory bandwidth and caches).
 
 and the ratios (2 workers / serial with the frames in memory, 2 workers / serial with the
 frames in HDF5 files for both, 1 worker's overhead vs serial, 2 workers / tp.batch, HDF5
@@ -176,6 +180,9 @@ def measure(shape, *, n_events: int, repeats: int, workers=(1, 2), say=print) ->
             modes.append((label, lambda size=size: time_pipeline(inline, background, client=clients[size], pids=pids[size])))
         modes.append((f"dask {n} workers, HDF5", lambda: time_pipeline(referenced, background, client=clients[n], pids=pids[n])))
         modes.append((f"tp.batch(processes={n})", lambda: _tp_batch_mode(events, background, n_events, n)))
+        for size in workers:
+            modes.append((f"bare {size} process{'es' if size > 1 else ''}",
+                          lambda size=size: _bare_mode(events, background, n_events, size)))
         times = {label: [] for label, _ in modes}
         steady = {label: [] for label, _ in modes}
         memory = {label: (0.0, 0.0) for label, _ in modes}
@@ -211,6 +218,48 @@ def _tp_batch_mode(events, background, n_events: int, processes: int):
     return elapsed, found, (memory.main_mb, 0.0), float("nan")
 
 
+_BARE: dict = {}  # in each process of the bare pool: the events and the background
+
+
+def _bare_start(events, background) -> None:
+    """A bare pool process's start: keep the events, and compile (numba) before the clock starts."""
+    from streamcrystal.graph.steps import locate_step, process_step
+    from streamcrystal.records import FrameTask
+
+    _BARE.update(events=events, background=background)
+    locate_step(process_step(FrameTask("bench", 0, "primary", frames=events[0], background=background)), **LOCATE)
+
+
+def _bare_ready(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _bare_event(i: int) -> int:
+    """The per-frame work of event ``i`` (what a Dask task does), in a bare pool process: its peaks."""
+    from streamcrystal.graph.steps import locate_step, process_step
+    from streamcrystal.records import FrameTask
+
+    events = _BARE["events"]
+    task = FrameTask("bench", i + 1, "primary", frames=events[i % len(events)], background=_BARE["background"])
+    return locate_step(process_step(task), **LOCATE).n_peaks
+
+
+def _bare_mode(events, background, n_events: int, processes: int):
+    """The hardware's ceiling for ``processes`` workers: the per-frame work alone in a
+    ``multiprocessing`` pool whose processes hold the events already (no pipeline, no Dask,
+    nothing sent but the event's index). Seconds, peaks, memory, nan."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
+    with context.Pool(processes, initializer=_bare_start, initargs=(events, background)) as pool:
+        pool.map(_bare_ready, [0.5] * processes, chunksize=1)  # each process started and compiled
+        with MemorySampler() as memory:
+            t0 = time.perf_counter()
+            found = pool.map(_bare_event, range(n_events), chunksize=1)
+            elapsed = time.perf_counter() - t0
+    return elapsed, sum(found), (memory.main_mb, 0.0), float("nan")
+
+
 def _worker_ms_per_frame(frames, background, repeats: int = 2) -> float:
     """On a worker: milliseconds of the whole per-frame work of one event (warm)."""
     from streamcrystal.graph.steps import locate_step, process_step
@@ -239,6 +288,12 @@ def report(results: dict, workers, say=print) -> None:
         say(f"  {n} workers / serial, both HDF5:      {rate[f'dask {n} workers, HDF5'] / rate['serial, HDF5']:5.2f}x")
         say(f"  {n} workers HDF5 / serial in memory:  {rate[f'dask {n} workers, HDF5'] / serial:5.2f}x")
         say(f"  HDF5 references / shipped arrays:   {rate[f'dask {n} workers, HDF5'] / rate[f'dask {n} workers']:5.2f}x")
+    if f"bare {n} processes" in rate and "bare 1 process" in rate:
+        bare = rate[f"bare {n} processes"] / rate["bare 1 process"]
+        say(f"  bare {n} processes / bare 1 process:  {bare:5.2f}x (this machine's ceiling for {n} workers: the "
+            f"per-frame work alone)")
+        if f"dask {n} workers" in rate:
+            say(f"  {n} workers / bare {n} processes:     {rate[f'dask {n} workers'] / rate[f'bare {n} processes']:5.2f}x")
     steady = {label: r["steady_per_s"] for label, r in results.items() if isinstance(r, dict) and "steady_per_s" in r}
     say("steady (the frames of each run's last three quarters: without its start and its end):")
     if f"dask {n} workers" in steady:

@@ -11,7 +11,7 @@ def test_quick_benchmark_prints_every_mode_and_ratio(capsys):
     out = capsys.readouterr().out
     for line in ("serial", "serial, HDF5", "dask 1 worker", "dask 2 workers", "dask 2 workers, HDF5", "tp.batch(processes=2)",
                  "2 workers / serial:", "2 workers / serial, both HDF5:", "1 worker overhead vs serial:", "2 workers / tp.batch(processes=2):",
-                 "HDF5 references / shipped arrays:", "ms/event", "steady (the frames"):
+                 "HDF5 references / shipped arrays:", "ms/event", "steady (the frames", "bare 2 processes / bare 1 process:"):
         assert line in out, (line, out)
 
 
