@@ -15,8 +15,12 @@ repeats, the modes in turn):
   nothing can go faster than C / (the sum) events/s.
 
 Modes: ``serial`` (no cluster, the reference), ``inline`` (the frames in the event documents;
-through shared memory when the workers share this host) and ``HDF5`` (StreamResource/StreamDatum:
-only references travel). Every mode must find the serial pipeline's peaks, or the run stops.
+through shared memory when the workers share this host), ``HDF5`` (StreamResource/StreamDatum,
+one StreamDatum and one event per frame, as a step scan gives them: only references travel) and
+``HDF5 fly`` (a fly scan: one StreamDatum and one event page for every 50 frames, as a fast
+detector flushing its file gives them; the frames of one StreamDatum travel in tasks of 16,
+:class:`streamcrystal.graph.dask.GroupFrames`). Every mode must find the serial pipeline's
+peaks, or the run stops.
 
 ``--cluster cli`` starts ``dask scheduler`` and 2 ``dask worker`` processes from the command
 line on loopback (:mod:`benchmarks.cli_cluster`); ``--cluster tcp://host:port`` uses a running
@@ -39,10 +43,11 @@ import time
 
 import numpy as np
 
-from benchmarks.bench_parallel import hdf5_documents, write_hdf5
+from benchmarks.bench_parallel import fly_documents, hdf5_documents, write_hdf5
 from benchmarks.bench_pipeline import DATA_KEY, raw_documents
 
 SMALL = (512, 512)
+FLY_PER_DATUM = 50  # frames a fast detector's StreamDatum covers (100 frames/s, its file flushed every 0.5 s)
 LOCATE = {"diameter": 11, "percentile": 80, "separation": 20}
 
 
@@ -157,19 +162,24 @@ def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_
     with tempfile.TemporaryDirectory(prefix="streamcrystal-bench-") as directory, connect(cluster, n_workers) as client:
         path = write_hdf5(events, directory)
         referenced = lambda: hdf5_documents(path, len(events), n_events, events[0].shape)  # noqa: E731
+        fly_path = write_hdf5([events[k % len(events)] for k in range(FLY_PER_DATUM + len(events))], directory,
+                              name="fly.h5")
+        fly = lambda: fly_documents(fly_path, len(events), FLY_PER_DATUM, n_events, events[0].shape)  # noqa: E731
         where = client.run(lambda: __import__("streamcrystal").__file__)
         say(f"cluster {cluster}: {client.scheduler.address}, {len(where)} workers, streamcrystal from "
             f"{sorted(set(where.values()))}")
         # warm-up of the workers, both ways: numba compiles a kernel for each kind of array it meets (a
         # frame mapped from shared memory, one read from a file), about 2 s a worker, not to be timed
-        for warm_up in (lambda: raw_documents(events, 10), lambda: hdf5_documents(path, len(events), 10,
-                                                                                  events[0].shape)):
+        for warm_up in (lambda: raw_documents(events, 10),
+                        lambda: hdf5_documents(path, len(events), 10, events[0].shape),
+                        lambda: fly_documents(fly_path, len(events), FLY_PER_DATUM, 20, events[0].shape)):
             run_once(warm_up, background, client=client)
         cluster_roles = _cluster_processes(client)
         on = {"client": client, "max_in_flight": max_in_flight, "cluster": cluster_roles}
         modes = {"serial": lambda: run_once(inline, background),
                  "inline": lambda: run_once(inline, background, **on),
-                 "HDF5": lambda: run_once(referenced, background, **on)}
+                 "HDF5": lambda: run_once(referenced, background, **on),
+                 "HDF5 fly": lambda: run_once(fly, background, **on)}
         samples = {label: [] for label in modes}
         peaks = {}
         for _ in range(repeats):

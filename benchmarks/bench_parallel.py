@@ -101,10 +101,35 @@ def hdf5_documents(path: str, n_distinct: int, n_events: int, event_shape):
     yield "stop", run.compose_stop()
 
 
-def write_hdf5(events, directory: str) -> str:
+def fly_documents(path: str, n_distinct: int, per_datum: int, n_events: int, event_shape):
+    """Documents of a 1 x n_events fly scan whose frames are in ``path`` (``per_datum +
+    n_distinct`` of them, frame i being distinct frame i % n_distinct): every ``per_datum``
+    events, one StreamDatum of their frames and one event page, as a fast detector flushing its
+    file gives them. Event i gets distinct frame i % n_distinct, as in :func:`hdf5_documents`."""
+    run = event_model.compose_run(metadata={"shape": [1, n_events], "extents": [[0, 0], [0, 1]], "snaking": [False, False]})
+    data_keys = {DATA_KEY: {"dtype": "array", "shape": list(event_shape), "source": "bench", "external": "STREAM:"}}
+    descriptor = run.compose_descriptor(name="primary", data_keys=data_keys)
+    resource = run.compose_stream_resource(mimetype="application/x-hdf5", uri=f"file://localhost{path}", data_key=DATA_KEY,
+                                           parameters={"dataset": "/entry/data/data", "chunk_shape": [1, *event_shape]})
+    yield "start", run.start_doc
+    yield "descriptor", descriptor.descriptor_doc
+    yield "stream_resource", resource.stream_resource_doc
+    for first in range(0, n_events, per_datum):
+        n = min(per_datum, n_events - first)
+        start = first % n_distinct
+        yield "stream_datum", resource.compose_stream_datum(indices={"start": start, "stop": start + n},
+                                                            seq_nums={"start": first + 1, "stop": first + n + 1},
+                                                            descriptor=descriptor.descriptor_doc)
+        now = time.time()
+        yield "event_page", descriptor.compose_event_page(data={}, timestamps={}, seq_num=list(range(first + 1, first + n + 1)),
+                                                          time=[now] * n, validate=False)
+    yield "stop", run.compose_stop()
+
+
+def write_hdf5(events, directory: str, *, name: str = "bench_frames.h5") -> str:
     import h5py
 
-    path = os.path.join(directory, "bench_frames.h5")
+    path = os.path.join(directory, name)
     with h5py.File(path, "w") as file:
         file.create_dataset("/entry/data/data", data=np.stack(events), chunks=(1, *events[0].shape))
     return path

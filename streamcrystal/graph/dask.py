@@ -6,9 +6,12 @@ the workers of a ``dask.distributed`` cluster, one task per frame: the ``locate`
 a task that processes the frame, then locates its peaks (the processed image stays on the
 worker; only the features come back)::
 
-    channel ─ in_flight ─ scatter ─ locate ─ buffer ─ gather ─ (collect, frame_results)
-    (tasks, then           (Dask)   (Dask:     (n)
-     problems, stops)               process, then locate)
+    channel ─ group ─ in_flight ─ scatter ─ locate ─ buffer ─ gather ─ (collect, frame_results)
+    (tasks, then                   (Dask)   (Dask:     (n)
+     problems, stops)                       process, then locate)
+
+Small frames given in one go (a StreamDatum's, an event page's) go as one task per group
+(:class:`GroupFrames`), so their tasks' cost is shared.
 
 One task rather than one per step: each task costs the client a future (a message to the
 scheduler, its report, its release) and the scheduler and a worker a transition each, about
@@ -71,11 +74,11 @@ from tornado import gen
 from tornado.locks import Lock
 
 from ..errors import ClientClosedError, PipelineClosedError, SharedFramesError
-from ..records import FrameResult, FrameTask, Routed, log_skipped, replace
+from ..records import FrameReference, FrameResult, FrameTask, Routed, log_skipped, replace
 from .shared import SharedFrames, SharedSegments, can_share, mapped, shared_memory_hosts
 from .steps import locate_step, process_step, skipped_result
 
-__all__ = ["DaskFrames", "InFlight", "ScatterFrames", "SubmitFrames", "BufferFrames", "GatherResults", "WorkerResult",
+__all__ = ["DaskFrames", "FrameGroup", "GroupFrames", "InFlight", "ScatterFrames", "SubmitFrames", "BufferFrames", "GatherResults", "WorkerResult",
            "SHARED", "frame_on_worker"]
 
 logger = logging.getLogger("streamcrystal")
@@ -145,9 +148,14 @@ SHARED = SharedBackground()
 
 
 def _on_worker(steps: tuple[tuple[Callable, Mapping], ...], item, background) -> WorkerResult:
-    """Each ``step(item, **kwargs)`` of ``steps`` in turn, with their log lines captured."""
+    """Each ``step(item, **kwargs)`` of ``steps`` in turn, with their log lines captured (for a
+    :class:`FrameGroup`, for each of its tasks: the result is then the tuple of their results)."""
     if isinstance(item, Place):
         return WorkerResult(item)  # a stop's or problem's place in the channel: nothing to do
+    if isinstance(item, FrameGroup):
+        outcomes = [_on_worker(steps, task, background) for task in item.tasks]
+        return WorkerResult(tuple(outcome.result for outcome in outcomes),
+                            tuple(line for outcome in outcomes for line in outcome.log))
     if isinstance(item, FrameTask) and isinstance(item.background, SharedBackground):
         item = replace(item, background=background)
     with _captured_log() as records:
@@ -184,7 +192,8 @@ def frame_on_worker(item, *, process: Callable = process_step, locate: Callable 
     subtrahend or the run's dark mean, sent to each worker once rather than with every frame.
     A task whose frames are :class:`~streamcrystal.graph.shared.SharedFrames` maps them from
     the client's shared memory segment for the time of ``process`` (:func:`~.shared.mapped`).
-    A stop's or problem document's :class:`Place` passes unchanged.
+    A stop's or problem document's :class:`Place` passes unchanged; a :class:`FrameGroup`'s
+    tasks are done in turn (the result is then the tuple of theirs).
 
     Returns
     -------
@@ -228,6 +237,100 @@ class _Flight:
         with self._condition:
             target = self.entered
             return self._condition.wait_for(lambda: self.left >= target, timeout)
+
+
+@dataclass(frozen=True)
+class FrameGroup:
+    """Frame tasks given in one go (the frames of one StreamDatum or event page) that travel as
+    one Dask task (:class:`GroupFrames`); the worker runs each in turn, and ``gather`` emits
+    their results one by one, in order."""
+
+    tasks: tuple[FrameTask, ...]
+
+    @property
+    def run_uid(self) -> str:
+        return self.tasks[0].run_uid
+
+    @property
+    def seq_num(self) -> str:
+        return f"{self.tasks[0].seq_num}-{self.tasks[-1].seq_num}"
+
+
+def _pixels(task: FrameTask) -> int | None:
+    """The pixels of a task's frames (in memory or by reference), None if not known."""
+    if isinstance(task.frames, np.ndarray):
+        return task.frames.size
+    if isinstance(task.frames, FrameReference):
+        return int(np.prod(task.frames.event_shape))
+    return None
+
+
+class GroupFrames(Stream):
+    """Frame tasks that come in one go travel together, as one :class:`FrameGroup`, up to
+    ``max_pixels`` pixels a group.
+
+    A fast detector's StreamDatum (or a flyer's event page) gives many events at once: sent
+    one Dask task each, every small frame costs the client, the scheduler and a worker as much
+    as its peak finding (a future, its messages, its transitions; about 10 ms of CPU in all,
+    measured with ``benchmarks.bench_client``). The tasks emitted before the event loop's next
+    turn (the frames of one document) form a group; so a frame given alone, an event with
+    large frames, a stop or a problem goes on by itself, without waiting. Tasks of one group
+    share their background (a new dark mean starts a new group).
+    """
+
+    def __init__(self, upstream: Stream, *, max_pixels: int, **kwargs) -> None:
+        self.max_pixels = max_pixels
+        self._tasks: list[FrameTask] = []
+        self._metadata: list = []
+        self._pixels = 0
+        self._done: Future | None = None
+        super().__init__(upstream, ensure_io_loop=True, **kwargs)
+
+    def update(self, x, who=None, metadata=None):
+        pixels = _pixels(x) if isinstance(x, FrameTask) and x.problem is None else None
+        if pixels is None or pixels > self.max_pixels // 2:  # alone, after the tasks before it
+            ahead = self._flush()
+            return [*ahead, self._emit(x, metadata=metadata)] if ahead else self._emit(x, metadata=metadata)
+        ahead = []
+        if self._tasks and (x.background is not self._tasks[0].background or self._pixels + pixels > self.max_pixels
+                            or x.run_uid != self._tasks[0].run_uid):
+            ahead = self._flush()
+        if not self._tasks:
+            self._done = gen.Future()
+            self.loop.add_callback(self._flush)  # the end of this burst: the loop's next turn
+        self._retain_refs(metadata)
+        self._tasks.append(x)
+        self._metadata += metadata or []
+        self._pixels += pixels
+        return [*ahead, self._done]
+
+    def _flush(self) -> list:
+        """Emit the group gathered so far; what it gives back (for the caller to wait on)."""
+        if not self._tasks:
+            return []
+        tasks, metadata, done = self._tasks, self._metadata, self._done
+        self._tasks, self._metadata, self._pixels, self._done = [], [], 0, None
+        item = tasks[0] if len(tasks) == 1 else FrameGroup(tuple(tasks))
+
+        def settled(outcome) -> None:
+            self._release_refs(metadata)
+            if outcome.exception() is not None:
+                done.set_exception(outcome.exception())
+            else:
+                done.set_result(None)
+
+        try:
+            waiting = self._emit(item, metadata=metadata)
+        except Exception as err:  # handed to whoever waits on the group (Pipeline.__call__ logs it)
+            self._release_refs(metadata)
+            done.set_exception(err)
+        else:  # as streamz's emit waits for what its downstreams give back
+            asyncio.ensure_future(_gathered(waiting)).add_done_callback(settled)
+        return [done]
+
+
+async def _gathered(waiting: list) -> None:
+    await asyncio.gather(*waiting)
 
 
 class InFlight(Stream):
@@ -274,6 +377,8 @@ class InFlight(Stream):
 
 def _heavy(item) -> bool:
     """Whether ``item`` holds arrays (frames shipped, a background not shared): scattered, not put in a task."""
+    if isinstance(item, FrameGroup):
+        return any(map(_heavy, item.tasks))
     return isinstance(item, FrameTask) and (isinstance(item.frames, np.ndarray) or isinstance(item.background, np.ndarray)
                                             or isinstance(item.frames, (list, tuple)))
 
@@ -436,12 +541,15 @@ class GatherResults(_dask_gather):
             result = yield self._gather(x, item, sent)
             self.release(sent)  # the result is here: the frames' segment may go before the nodes after gather run
             out = []
-            try:
-                if result is not None:  # None: an item that did not enter through in_flight, logged
-                    # the item rides no further: downstream nodes would keep it as current_metadata
-                    out = yield self._emit(result, metadata=[m for m in metadata if _CARRIED not in m])
-            except Exception:  # a subscriber that raises must not stop the stream
-                logger.exception("run %s seq_num %s: the nodes after gather failed", *_where(item))
+            # None: an item that did not enter through in_flight, logged; a group: its tasks' results
+            results = [] if result is None else list(result) if isinstance(item, FrameGroup) else [result]
+            # the item rides no further: downstream nodes would keep it as current_metadata
+            metadata_out = [m for m in metadata if _CARRIED not in m]
+            for result in results:
+                try:
+                    out = yield self._emit(result, metadata=metadata_out)
+                except Exception:  # a subscriber that raises must not stop the stream
+                    logger.exception("run %s seq_num %s: the nodes after gather failed", *_where(result))
         finally:
             self.release(sent)
             self._release_refs(metadata)
@@ -498,8 +606,11 @@ def _where(item) -> tuple:
     return (getattr(item, "run_uid", None), getattr(item, "seq_num", None))
 
 
-def _failed(item, err: Exception, attempts: int) -> FrameResult | None:
+def _failed(item, err: Exception, attempts: int) -> FrameResult | tuple[FrameResult, ...] | None:
+    """A skipped frame for ``item`` (for a group, one per task), logged."""
     problem = f"frame work failed on the cluster after {attempts} attempt(s): {type(err).__name__}: {err}"
+    if isinstance(item, FrameGroup):
+        return tuple(_failed(task, err, attempts) for task in item.tasks)
     log_skipped(*_where(item), problem, level=logging.ERROR)
     return None if item is None else skipped_result(item, problem)
 
@@ -529,10 +640,17 @@ class DaskFrames:
         then run only there, and frames for a cluster without such workers go by Dask's
         transfer. False: always Dask's transfer. True: like None, but logs a warning if no
         worker is on this host.
+    group_pixels : int
+        Frames given in one go (the frames of one StreamDatum, or of an event page) travel
+        as one task of at most this many pixels (:class:`GroupFrames`): with small frames,
+        the cost of a task (a future, its messages, the scheduler's transitions) is shared
+        by the group. 0: one task per frame. Default 2**22 (sixteen 512 x 512 frames, one
+        2048 x 2048 frame; a Dexela's 3072 x 3888 frames always go one by one).
     """
 
     def __init__(self, client: Client, *, max_in_flight: int | None = None, process: Callable = process_step,
-                 locate: Callable = locate_step, attempts: int = 3, shared_memory: bool | None = None) -> None:
+                 locate: Callable = locate_step, attempts: int = 3, shared_memory: bool | None = None,
+                 group_pixels: int = 2**22) -> None:
         if not isinstance(client, Client):
             raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}; "
                             "make one with streamcrystal.make_client('local:2')")
@@ -559,6 +677,9 @@ class DaskFrames:
         self.locate = locate
         self.attempts = attempts
         self.shared_memory = shared_memory
+        if not isinstance(group_pixels, (int, np.integer)) or group_pixels < 0:
+            raise ValueError(f"group_pixels must be an integer >= 0 (0: one task per frame), got {group_pixels!r}")
+        self.group_pixels = int(group_pixels)
         # segments are written again within a run (a new one costs the kernel's zeroing of its
         # pages, more than the copy): at most one per item in flight, free ones unlinked at each stop
         self.segments = SharedSegments(client, keep=self.max_in_flight)
@@ -574,11 +695,14 @@ class DaskFrames:
     def describe(self) -> dict:
         """What a provenance records: the scheduler, the bound, whether frames go through shared memory."""
         return {"scheduler": self.client.scheduler.address, "max_in_flight": self.max_in_flight,
-                "shared_memory": self.shared_memory is not False}
+                "shared_memory": self.shared_memory is not False, "group_pixels": self.group_pixels}
 
     def around(self, channel: Stream, locate_options: Mapping, subtrahend: np.ndarray | None, mask=None
                ) -> tuple[Stream, ...]:
-        """channel -> in_flight -> scatter -> locate -> buffer -> gather; returns these five nodes.
+        """channel -> group -> in_flight -> scatter -> locate -> buffer -> gather; returns these six nodes.
+
+        ``group`` lets frames given in one go (a StreamDatum's, an event page's) travel as one
+        task, up to ``group_pixels`` (:class:`GroupFrames`; None with ``group_pixels=0``).
 
         ``locate`` submits one Dask task per frame, the serial graph's ``process`` and
         ``locate`` steps in turn (:func:`frame_on_worker`); ``gather`` emits, in the channel's
@@ -596,8 +720,9 @@ class DaskFrames:
             self._background = subtrahend
         if self.shared_memory is not False:
             self._set_hosts(client.scheduler_info()["workers"])
-        in_flight = InFlight(channel, flight=self._flight, prepare=self._prepare, release=self._release,
-                             stream_name="in_flight")
+        group = GroupFrames(channel, max_pixels=self.group_pixels, stream_name="group") if self.group_pixels else None
+        in_flight = InFlight(channel if group is None else group, flight=self._flight, prepare=self._prepare,
+                             release=self._release, stream_name="in_flight")
         scatter = ScatterFrames(in_flight, client=client, attempts=self.attempts, stream_name="scatter")
         locate = SubmitFrames(scatter, frame_on_worker, client=client, restrict=self._hosts_for, **options)
         locate.name = "locate"  # streamz.dask.map would pass stream_name= on to the task
@@ -606,7 +731,7 @@ class DaskFrames:
                                release=self._release, attempts=self.attempts, waiting=buffer.waiting,
                                stream_name="gather")
         self._work_node, self._buffer_node = locate, buffer
-        return in_flight, scatter, locate, buffer, gather
+        return group, in_flight, scatter, locate, buffer, gather
 
     # -- shared memory ------------------------------------------------------------------------
 
@@ -640,7 +765,8 @@ class DaskFrames:
 
     def _hosts_for(self, sent) -> list[str] | None:
         """Where the task of ``sent`` may run: this host's workers if its frames are shared."""
-        if isinstance(sent, FrameTask) and isinstance(sent.frames, SharedFrames):
+        tasks = sent.tasks if isinstance(sent, FrameGroup) else (sent,)
+        if any(isinstance(task, FrameTask) and isinstance(task.frames, SharedFrames) for task in tasks):
             return self._restrict
         return None
 
@@ -649,16 +775,22 @@ class DaskFrames:
         try:
             return replace(item, frames=self.segments.share(item.frames))
         except OSError as err:
-            if not getattr(self, "_share_failure_logged", False):
-                self._share_failure_logged = True
-                logger.warning("run %s seq_num %s: no shared memory segment for the frames (%s); they are sent by "
-                               "Dask's transfer while this lasts", *_where(item), err)
+            self._share_failed(item, err)
             return item
+
+    def _share_failed(self, item, err: OSError) -> None:
+        if not getattr(self, "_share_failure_logged", False):
+            self._share_failure_logged = True
+            logger.warning("run %s seq_num %s: no shared memory segment for the frames (%s); they are sent by "
+                           "Dask's transfer while this lasts", *_where(item), err)
 
     def _release(self, sent) -> None:
         """Free the shared memory segment made for ``sent``, if any (idempotent); at a stop,
         unlink the free segments, so that none is left after a run."""
-        if isinstance(sent, FrameTask) and isinstance(sent.frames, SharedFrames):
+        if isinstance(sent, FrameGroup):
+            for task in sent.tasks:
+                self._release(task)
+        elif isinstance(sent, FrameTask) and isinstance(sent.frames, SharedFrames):
             self.segments.release(sent.frames.name)
         elif isinstance(sent, Place) and sent.name == "stop":
             self.segments.drain()
@@ -670,7 +802,7 @@ class DaskFrames:
 
     # -- what is sent -------------------------------------------------------------------------
 
-    async def _prepare(self, item):
+    async def _prepare(self, item, share: bool = True):
         """What is sent for ``item``: a task's background is replaced by :data:`SHARED`, frames in
         memory by :class:`~.shared.SharedFrames` when a worker is on this host.
 
@@ -681,6 +813,9 @@ class DaskFrames:
         """
         if isinstance(item, Routed):
             return Place(item.name, item.run_uid)
+        if isinstance(item, FrameGroup):  # its tasks share one background (sent once, with the first)
+            tasks = [await self._prepare(task, share=False) for task in item.tasks]
+            return FrameGroup(await self._share_group(tasks))  # and one segment
         if not isinstance(item, FrameTask) or item.problem is not None:
             return item
         if item.background is not None:
@@ -689,11 +824,28 @@ class DaskFrames:
                 self._work_node.kwargs["background"] = future
                 self._background = item.background
             item = replace(item, background=SHARED)
-        if self.shared_memory is not False and can_share(item.frames):
+        if share and self.shared_memory is not False and can_share(item.frames):
             await self._look_for_hosts()
             if self._hosts:
                 item = self._share(item)
         return item
+
+    async def _share_group(self, tasks: list[FrameTask]) -> tuple[FrameTask, ...]:
+        """The frames in memory of a group's tasks, in one shared memory segment (when a worker is on this host)."""
+        sharing = [k for k, task in enumerate(tasks) if task.problem is None and can_share(task.frames)]
+        if not sharing or self.shared_memory is False:
+            return tuple(tasks)
+        await self._look_for_hosts()
+        if not self._hosts:
+            return tuple(tasks)
+        try:
+            shared = self.segments.share_many([tasks[k].frames for k in sharing])
+        except OSError as err:
+            self._share_failed(tasks[sharing[0]], err)
+            return tuple(tasks)
+        for k, frames in zip(sharing, shared):
+            tasks[k] = replace(tasks[k], frames=frames)
+        return tuple(tasks)
 
     async def _resubmit(self, item, sent=None, ship: bool = False):
         """Send a lost item again, whole (its background too: the shared copy may be lost).
@@ -704,9 +856,8 @@ class DaskFrames:
         self._background = None  # share the background anew with the next frame, in case it went too
         if ship:
             self._stop_sharing("a worker could not map a segment")
-        elif self._hosts and isinstance(sent, FrameTask) and isinstance(sent.frames, SharedFrames) \
-                and sent.frames.name in self.segments.names():
-            item = replace(item, frames=sent.frames)
+        elif self._hosts:
+            item = self._through_segments(item, sent)
         data = item
         if _heavy(item):
             [data] = await self.client.scatter([item], asynchronous=True, hash=False)
@@ -714,6 +865,16 @@ class DaskFrames:
         where = {} if hosts is None else {"workers": hosts, "allow_other_workers": False}
         options = {key: value for key, value in self._work_node.kwargs.items() if key != "background"}
         return self.client.submit(frame_on_worker, data, **options, pure=False, **where)
+
+    def _through_segments(self, item, sent):
+        """``item`` with the frames that went through a shared memory segment still alive going that way again."""
+        if isinstance(item, FrameGroup) and isinstance(sent, FrameGroup):
+            return FrameGroup(tuple(self._through_segments(task, task_sent)
+                                    for task, task_sent in zip(item.tasks, sent.tasks)))
+        if isinstance(sent, FrameTask) and isinstance(sent.frames, SharedFrames) \
+                and sent.frames.name in self.segments.names():
+            return replace(item, frames=sent.frames)
+        return item
 
     @contextmanager
     def entering(self):

@@ -8,7 +8,7 @@ object of the nodes it made, by name (``inputs(...).stop``, ``frame_work(...).lo
     inputs       documents ─ runs ─┬─ start, descriptor, external, event, stop, problems
                                    └─ frames (inline, filled from Resource/Datum, or StreamDatum)
     frame_work   frames ─ background ─ channel (+ problems, stops) ─ process ─ locate ─ frame_results
-                 with Dask: channel ─ in_flight ─ scatter ─ locate (one task: process, locate) ─ buffer ─ gather
+                 with Dask: channel ─ group ─ in_flight ─ scatter ─ locate (one task: process, locate) ─ buffer ─ gather
     run_work     start + the channel's output ─ runs ─┬─ placed (each reading placed and linked, live)
                                                       └─ link ─ map (at the stop)
     outputs      placed + map ─ to_event_model ─ outputs
@@ -119,6 +119,7 @@ class FrameWork(_Segment):
 
     background: Stream
     channel: Stream
+    group: Stream | None
     in_flight: Stream | None
     scatter: Stream | None
     process: Stream | None
@@ -156,13 +157,13 @@ def frame_work(source: Inputs, *, stream_name: str, dark_stream: str | None, sub
     if dask is None:
         process = channel.map(process_step, mask=mask, stream_name="process")
         locate = None if locate_options is None else process.map(locate_step, **locate_options, stream_name="locate")
-        in_flight = scatter = buffer = gather = None
+        group = in_flight = scatter = buffer = gather = None
     else:
         process = None
-        in_flight, scatter, locate, buffer, gather = dask.around(channel, locate_options, subtrahend, mask)
+        group, in_flight, scatter, locate, buffer, gather = dask.around(channel, locate_options, subtrahend, mask)
     done = _first(gather, locate, process)
     frame_results = done.filter(lambda item: isinstance(item, (FrameResult, FrameTask)), stream_name="frame_results")
-    return FrameWork(background, channel, in_flight, scatter, process, locate, buffer, gather, frame_results)
+    return FrameWork(background, channel, group, in_flight, scatter, process, locate, buffer, gather, frame_results)
 
 
 @dataclass(frozen=True)

@@ -184,19 +184,37 @@ class SharedSegments:
             The segment cannot be made: ``/dev/shm`` lacks room for it (a container's is often
             64 MB), or the system refuses. The caller sends the frames by Dask's transfer instead.
         """
-        frames = np.asarray(frames)
-        reused = self._take_free(frames.nbytes)
+        [shared] = self.share_many([frames])
+        return shared
+
+    def share_many(self, arrays: list[np.ndarray]) -> list[SharedFrames]:
+        """Write ``arrays`` back to back into one segment (each at a multiple of 64 bytes), as
+        :meth:`share` writes one: the frames of several events that travel as one task.
+
+        >>> pool = SharedSegments()
+        >>> a, b = pool.share_many([np.ones((2, 3), np.uint16), np.zeros(5, np.uint8)])
+        >>> a.name == b.name, a.offset, b.offset, len(pool)
+        (True, 0, 64, 1)
+        >>> with mapped(b) as frames:
+        ...     frames.tolist()
+        [0, 0, 0, 0, 0]
+        >>> pool.close()
+        """
+        arrays = [np.asarray(frames) for frames in arrays]
+        offsets = np.cumsum([0] + [-(-frames.nbytes // 64) * 64 for frames in arrays])
+        nbytes = max(1, int(offsets[-1]))
+        reused = self._take_free(nbytes)
         if reused is not None:
             name, segment = reused
-            return _write(name, segment, frames)
+            return _write(name, segment, arrays, offsets)
         free = _free_bytes()
-        if free is not None and free < frames.nbytes + (1 << 20):
-            raise OSError(f"{_SHM_DIRECTORY} has {free / 2**20:.0f} MB free, the event needs {frames.nbytes / 2**20:.0f} MB "
+        if free is not None and free < nbytes + (1 << 20):
+            raise OSError(f"{_SHM_DIRECTORY} has {free / 2**20:.0f} MB free, the event needs {nbytes / 2**20:.0f} MB "
                           "(a container's default is 64 MB: docker run --shm-size=4g)")
         name = f"{PREFIX}{uuid.uuid4().hex[:12]}"
-        segment = shared_memory.SharedMemory(name=name, create=True, size=frames.nbytes)
+        segment = shared_memory.SharedMemory(name=name, create=True, size=nbytes)
         try:
-            shared = _write(name, segment, frames)
+            shared = _write(name, segment, arrays, offsets)
         except BaseException:
             segment.close()
             segment.unlink()
@@ -269,12 +287,15 @@ class SharedSegments:
             return [name for name in self._segments if name not in self._free]
 
 
-def _write(name: str, segment: shared_memory.SharedMemory, frames: np.ndarray) -> SharedFrames:
-    """Copy ``frames`` to the start of ``segment``; returns what a task carries to find them."""
-    view = np.ndarray(frames.shape, frames.dtype, buffer=segment.buf)
-    np.copyto(view, frames, casting="no")
-    del view  # the segment's buffer is not exported any more: it can be closed
-    return SharedFrames(name, tuple(int(n) for n in frames.shape), frames.dtype.str)
+def _write(name: str, segment: shared_memory.SharedMemory, arrays: list[np.ndarray], offsets) -> list[SharedFrames]:
+    """Copy each array into ``segment`` at its offset; returns what tasks carry to find them."""
+    shared = []
+    for frames, offset in zip(arrays, offsets):
+        view = np.ndarray(frames.shape, frames.dtype, buffer=segment.buf, offset=int(offset))
+        np.copyto(view, frames, casting="no")
+        del view  # the segment's buffer is not exported any more: it can be closed
+        shared.append(SharedFrames(name, tuple(int(n) for n in frames.shape), frames.dtype.str, int(offset)))
+    return shared
 
 
 def _unlink(segment: shared_memory.SharedMemory) -> None:

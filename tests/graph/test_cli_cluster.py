@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 
-
 import streamcrystal
 from benchmarks.cli_cluster import cli_cluster
-from streamcrystal.graph.shared import SharedFrames
-from streamcrystal.records import FrameTask
 from tests.graph.test_parallel import assert_same_analysis, feed, make_pipe, run_uids
+from tests.graph.test_shared_memory import shared_names
 from tests.helpers.rawruns import compose_raw_run, drifting_spot_scan, spot_frames
 
 
@@ -32,8 +30,8 @@ def test_a_scheduler_and_two_workers_from_the_command_line_give_the_serial_resul
             feed(parallel, raw, timeout=120)
             assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
             # the workers share this host: the frames went through shared memory, and none is left
-            names = [i.frames.name for i in sent if isinstance(i, FrameTask) and isinstance(i.frames, SharedFrames)]
-            assert len(names) == 8 + 6
+            names = shared_names(sent)  # the event page's six events as one task: one segment
+            assert len(names) == 8 + 6 and len(set(names[8:])) == 1
             if os.path.isdir("/dev/shm"):
                 assert not set(names) & set(os.listdir("/dev/shm"))
             parallel.close()

@@ -14,6 +14,7 @@ import threading
 import time
 import weakref
 
+import event_model
 import numpy as np
 import pytest
 from pandas.testing import assert_frame_equal
@@ -153,6 +154,44 @@ def test_finished_results_waiting_behind_a_late_one_are_gathered_together_in_ord
     assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
     gathers = parallel.nodes["gather"].gathers
     assert 2 <= gathers < len(frames) // 2, f"{gathers} gathers for {len(frames)} frames"
+
+
+def fly_scan(docs):
+    """``docs`` (a run whose frames are in HDF5, one StreamDatum per event) as a fly scan gives
+    them: one StreamDatum for all the frames, then one event page of all the events."""
+    datums = [doc for name, doc in docs if name == "stream_datum"]
+    wanted = datums[0]["descriptor"]
+    events = [doc for name, doc in docs if name == "event" and doc["descriptor"] == wanted]
+    datum = {**datums[0], "uid": f"{datums[0]['stream_resource']}/fly",
+             "indices": {"start": datums[0]["indices"]["start"], "stop": datums[-1]["indices"]["stop"]},
+             "seq_nums": {"start": datums[0]["seq_nums"]["start"], "stop": datums[-1]["seq_nums"]["stop"]}}
+    out = []
+    for name, doc in docs:
+        if name == "stop":
+            out += [("stream_datum", datum), ("event_page", event_model.pack_event_page(*events))]
+        if not (name == "stream_datum" or (name == "event" and doc["descriptor"] == wanted)):
+            out.append((name, doc))
+    return out
+
+
+@pytest.mark.parametrize("group_pixels", [2**22, 3 * (3 * 96 * 128)])
+def test_frames_given_in_one_go_travel_as_groups_of_tasks_with_the_serial_results(client, scan, tmp_path,
+                                                                                 group_pixels):
+    """A fly scan's StreamDatum of 8 frames, and an event page of 6 events with their frames
+    inline: a task per group of frames (at most group_pixels pixels), the serial analysis."""
+    frames, background = scan
+    stepped, _ = stream_datum_run(compose_raw_run(frames, grid=(2, 4)), data_key=DATA_KEY, directory=tmp_path)
+    raw = fly_scan(stepped) + compose_raw_run(frames[:6], grid=(2, 3), event_page=True)
+    assert [name for name, _ in raw].count("stream_datum") == 1
+    serial, serial_out = make_pipe(subtrahend=background)
+    feed(serial, raw)
+    parallel, parallel_out = make_pipe(DaskFrames(client, group_pixels=group_pixels), subtrahend=background)
+    submitted = parallel.nodes["locate"].sink_to_list()  # futures, and the stops' places
+    feed(parallel, raw)
+    assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
+    per_group = group_pixels // frames[0].size  # events of 3 frames of 96 x 128 pixels a group
+    expected = -(-8 // per_group) + -(-6 // per_group) + 2  # the groups of each run, and its stop
+    assert len(submitted) == expected < 8 + 6 + 2
 
 
 def test_a_failing_frame_is_logged_and_skipped_and_nothing_stalls(client, scan, caplog_streamcrystal):

@@ -23,7 +23,7 @@ from multiprocessing import resource_tracker
 import streamcrystal
 
 from streamcrystal.errors import SharedFramesError
-from streamcrystal.graph.dask import DaskFrames
+from streamcrystal.graph.dask import DaskFrames, FrameGroup
 from streamcrystal.graph.shared import PREFIX, SharedFrames, SharedSegments, mapped
 from streamcrystal.records import FrameTask
 from tests.graph.test_parallel import (assert_same_analysis, feed, kill_a_worker_mid_run, make_pipe, run_uids,
@@ -50,9 +50,15 @@ def scan():
     return drifting_spot_scan(8), spot_frames([], n_frames=2, seed=99)
 
 
+def sent_tasks(sent) -> list[FrameTask]:
+    """The frame tasks among what a pipeline's ``in_flight`` node sent (a group's, one by one)."""
+    return [task for item in sent for task in (item.tasks if isinstance(item, FrameGroup) else (item,))
+            if isinstance(task, FrameTask)]
+
+
 def shared_names(sent) -> list[str]:
     """The segments a pipeline made, from what its ``in_flight`` node sent."""
-    return [item.frames.name for item in sent if isinstance(item, FrameTask) and isinstance(item.frames, SharedFrames)]
+    return [task.frames.name for task in sent_tasks(sent) if isinstance(task.frames, SharedFrames)]
 
 
 def left_in_dev_shm(names) -> list[str]:
@@ -77,11 +83,16 @@ def test_inline_frames_go_through_shared_memory_with_the_serial_results_and_leav
     assert left_in_dev_shm(names) == [] and len(parallel.dask.segments) == 0
     assert 1 <= parallel.dask.segments.peak <= parallel.dask.max_in_flight
     assert parallel.parameters["dask"]["shared_memory"] is True
+    # the event page's 6 events came in one go: one task, their frames in one segment
+    groups = [item for item in sent if isinstance(item, FrameGroup)]
+    assert [len(group.tasks) for group in groups] == [6] and len(set(shared_names(groups))) == 1
     # segments were written again within a run (and the results above are the serial ones):
     # at most max_in_flight made per run, the other events' frames went into free ones
     segments = parallel.dask.segments
-    assert segments.made + segments.recycled == len(names) and segments.made <= 3 * parallel.dask.max_in_flight
-    assert len(set(names)) == segments.made < len(names)
+    writes = [item for item in sent if shared_names([item])]  # an event's frames, or a group's
+    assert segments.made + segments.recycled == len(writes) == 8 + 1 + 6
+    assert segments.made <= 3 * parallel.dask.max_in_flight
+    assert len(set(names)) == segments.made < len(writes)
 
 
 def test_shared_memory_false_ships_the_frames_with_the_same_results(client, scan):
@@ -93,7 +104,7 @@ def test_shared_memory_false_ships_the_frames_with_the_same_results(client, scan
     sent = parallel.nodes["in_flight"].sink_to_list()
     feed(parallel, raw)
     assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
-    tasks = [item for item in sent if isinstance(item, FrameTask)]
+    tasks = sent_tasks(sent)
     assert len(tasks) == 5 and all(isinstance(task.frames, np.ndarray) for task in tasks)
     assert parallel.dask.segments.made == 0
 
