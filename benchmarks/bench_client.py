@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 
-from benchmarks.bench_parallel import fly_documents, hdf5_documents, write_hdf5
+from benchmarks.bench_parallel import hdf5_documents, write_hdf5
 from benchmarks.bench_pipeline import DATA_KEY, raw_documents
 
 SMALL = (512, 512)
@@ -164,7 +164,8 @@ def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_
         referenced = lambda: hdf5_documents(path, len(events), n_events, events[0].shape)  # noqa: E731
         fly_path = write_hdf5([events[k % len(events)] for k in range(FLY_PER_DATUM + len(events))], directory,
                               name="fly.h5")
-        fly = lambda: fly_documents(fly_path, len(events), FLY_PER_DATUM, n_events, events[0].shape)  # noqa: E731
+        fly = lambda: hdf5_documents(fly_path, len(events), n_events, events[0].shape,  # noqa: E731
+                                     per_datum=FLY_PER_DATUM)
         where = client.run(lambda: __import__("streamcrystal").__file__)
         say(f"cluster {cluster}: {client.scheduler.address}, {len(where)} workers, streamcrystal from "
             f"{sorted(set(where.values()))}")
@@ -172,7 +173,7 @@ def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_
         # frame mapped from shared memory, one read from a file), about 2 s a worker, not to be timed
         for warm_up in (lambda: raw_documents(events, 10),
                         lambda: hdf5_documents(path, len(events), 10, events[0].shape),
-                        lambda: fly_documents(fly_path, len(events), FLY_PER_DATUM, 20, events[0].shape)):
+                        lambda: hdf5_documents(fly_path, len(events), 20, events[0].shape, per_datum=FLY_PER_DATUM)):
             run_once(warm_up, background, client=client)
         cluster_roles = _cluster_processes(client)
         on = {"client": client, "max_in_flight": max_in_flight, "cluster": cluster_roles}

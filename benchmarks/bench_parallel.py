@@ -82,30 +82,15 @@ class MemorySampler:
         self._sample()
 
 
-def hdf5_documents(path: str, n_distinct: int, n_events: int, event_shape):
-    """Documents of a 1 x n_events scan whose frames are in ``path`` (event i: dataset index i % n_distinct)."""
-    run = event_model.compose_run(metadata={"shape": [1, n_events], "extents": [[0, 0], [0, 1]], "snaking": [False, False]})
-    data_keys = {DATA_KEY: {"dtype": "array", "shape": list(event_shape), "source": "bench", "external": "STREAM:"}}
-    descriptor = run.compose_descriptor(name="primary", data_keys=data_keys)
-    resource = run.compose_stream_resource(mimetype="application/x-hdf5", uri=f"file://localhost{path}", data_key=DATA_KEY,
-                                           parameters={"dataset": "/entry/data/data", "chunk_shape": [1, *event_shape]})
-    yield "start", run.start_doc
-    yield "descriptor", descriptor.descriptor_doc
-    yield "stream_resource", resource.stream_resource_doc
-    for i in range(n_events):
-        index = i % n_distinct
-        yield "stream_datum", resource.compose_stream_datum(indices={"start": index, "stop": index + 1},
-                                                            seq_nums={"start": i + 1, "stop": i + 2},
-                                                            descriptor=descriptor.descriptor_doc)
-        yield "event", descriptor.compose_event(data={}, timestamps={}, validate=False)
-    yield "stop", run.compose_stop()
+def hdf5_documents(path: str, n_distinct: int, n_events: int, event_shape, *, per_datum: int = 1):
+    """Documents of a 1 x n_events scan whose frames are in ``path`` (event i: distinct frame
+    i % n_distinct, at dataset index i % n_distinct for a step scan).
 
-
-def fly_documents(path: str, n_distinct: int, per_datum: int, n_events: int, event_shape):
-    """Documents of a 1 x n_events fly scan whose frames are in ``path`` (``per_datum +
-    n_distinct`` of them, frame i being distinct frame i % n_distinct): every ``per_datum``
-    events, one StreamDatum of their frames and one event page, as a fast detector flushing its
-    file gives them. Event i gets distinct frame i % n_distinct, as in :func:`hdf5_documents`."""
+    ``per_datum=1``: a step scan, one StreamDatum and one event per frame. More: a fly scan, as
+    a fast detector flushing its file gives it: every ``per_datum`` events, one StreamDatum of
+    their frames and one event page; ``path`` then holds ``per_datum + n_distinct`` frames,
+    frame j being distinct frame j % n_distinct.
+    """
     run = event_model.compose_run(metadata={"shape": [1, n_events], "extents": [[0, 0], [0, 1]], "snaking": [False, False]})
     data_keys = {DATA_KEY: {"dtype": "array", "shape": list(event_shape), "source": "bench", "external": "STREAM:"}}
     descriptor = run.compose_descriptor(name="primary", data_keys=data_keys)
@@ -115,14 +100,16 @@ def fly_documents(path: str, n_distinct: int, per_datum: int, n_events: int, eve
     yield "descriptor", descriptor.descriptor_doc
     yield "stream_resource", resource.stream_resource_doc
     for first in range(0, n_events, per_datum):
-        n = min(per_datum, n_events - first)
-        start = first % n_distinct
-        yield "stream_datum", resource.compose_stream_datum(indices={"start": start, "stop": start + n},
+        n, index = min(per_datum, n_events - first), first % n_distinct
+        yield "stream_datum", resource.compose_stream_datum(indices={"start": index, "stop": index + n},
                                                             seq_nums={"start": first + 1, "stop": first + n + 1},
                                                             descriptor=descriptor.descriptor_doc)
-        now = time.time()
-        yield "event_page", descriptor.compose_event_page(data={}, timestamps={}, seq_num=list(range(first + 1, first + n + 1)),
-                                                          time=[now] * n, validate=False)
+        if per_datum == 1:
+            yield "event", descriptor.compose_event(data={}, timestamps={}, validate=False)
+        else:
+            seq_nums = list(range(first + 1, first + n + 1))
+            yield "event_page", descriptor.compose_event_page(data={}, timestamps={}, seq_num=seq_nums,
+                                                              time=[time.time()] * n, validate=False)
     yield "stop", run.compose_stop()
 
 
@@ -298,20 +285,25 @@ def _worker_ms_per_frame(frames, background, repeats: int = 2) -> float:
     return (time.perf_counter() - t0) / repeats * 1000
 
 
+def _goal_ratios(rate: dict, n: int, say) -> None:
+    """The ratios issue 16 sets goals for: n workers / serial (frames in memory, and both in HDF5), 1 worker's overhead."""
+    if f"dask {n} workers" in rate:
+        say(f"  {n} workers / serial:                {rate[f'dask {n} workers'] / rate['serial']:5.2f}x")
+    if "dask 1 worker" in rate:
+        say(f"  1 worker overhead vs serial:        {rate['serial'] / rate['dask 1 worker'] - 1:+6.1%}")
+    if f"dask {n} workers, HDF5" in rate:
+        say(f"  {n} workers / serial, both HDF5:      {rate[f'dask {n} workers, HDF5'] / rate['serial, HDF5']:5.2f}x")
+
+
 def report(results: dict, workers, say=print) -> None:
     rate = {label: r["events_per_s"] for label, r in results.items() if isinstance(r, dict) and "events_per_s" in r}
     n = max(workers)
-    serial = rate["serial"]
     say("ratios:")
-    if f"dask {n} workers" in rate:
-        say(f"  {n} workers / serial:                {rate[f'dask {n} workers'] / serial:5.2f}x")
-    if "dask 1 worker" in rate:
-        say(f"  1 worker overhead vs serial:        {serial / rate['dask 1 worker'] - 1:+6.1%}")
+    _goal_ratios(rate, n, say)
     if f"dask {n} workers" in rate:
         say(f"  {n} workers / tp.batch(processes={n}): {rate[f'dask {n} workers'] / rate[f'tp.batch(processes={n})']:5.2f}x")
     if f"dask {n} workers, HDF5" in rate:
-        say(f"  {n} workers / serial, both HDF5:      {rate[f'dask {n} workers, HDF5'] / rate['serial, HDF5']:5.2f}x")
-        say(f"  {n} workers HDF5 / serial in memory:  {rate[f'dask {n} workers, HDF5'] / serial:5.2f}x")
+        say(f"  {n} workers HDF5 / serial in memory:  {rate[f'dask {n} workers, HDF5'] / rate['serial']:5.2f}x")
         say(f"  HDF5 references / shipped arrays:   {rate[f'dask {n} workers, HDF5'] / rate[f'dask {n} workers']:5.2f}x")
     if f"bare {n} processes" in rate and "bare 1 process" in rate:
         bare = rate[f"bare {n} processes"] / rate["bare 1 process"]
@@ -321,12 +313,7 @@ def report(results: dict, workers, say=print) -> None:
             say(f"  {n} workers / bare {n} processes:     {rate[f'dask {n} workers'] / rate[f'bare {n} processes']:5.2f}x")
     steady = {label: r["steady_per_s"] for label, r in results.items() if isinstance(r, dict) and "steady_per_s" in r}
     say("steady (the frames of each run's last three quarters: without its start and its end):")
-    if f"dask {n} workers" in steady:
-        say(f"  {n} workers / serial:                {steady[f'dask {n} workers'] / steady['serial']:5.2f}x")
-    if "dask 1 worker" in steady:
-        say(f"  1 worker overhead vs serial:        {steady['serial'] / steady['dask 1 worker'] - 1:+6.1%}")
-    if f"dask {n} workers, HDF5" in steady:
-        say(f"  {n} workers / serial, both HDF5:      {steady[f'dask {n} workers, HDF5'] / steady['serial, HDF5']:5.2f}x")
+    _goal_ratios(steady, n, say)
     if "worker_ms_per_frame" in results:
         ms = results["worker_ms_per_frame"]
         say(f"per-frame work on one worker: {ms:.0f} ms/event -> {1000 / ms:.2f} events/s per worker core")

@@ -278,13 +278,13 @@ class GroupFrames(Stream):
     share their background (a new dark mean starts a new group).
     """
 
-    def __init__(self, upstream: Stream, *, max_pixels: int, **kwargs) -> None:
+    def __init__(self, upstream: Stream, *, max_pixels: int, loop, **kwargs) -> None:
         self.max_pixels = max_pixels
         self._tasks: list[FrameTask] = []
         self._metadata: list = []
         self._pixels = 0
-        self._done: Future | None = None
-        super().__init__(upstream, ensure_io_loop=True, **kwargs)
+        self._done: asyncio.Future | None = None
+        super().__init__(upstream, loop=loop, **kwargs)  # the client's loop, where the graph runs
 
     def update(self, x, who=None, metadata=None):
         pixels = _pixels(x) if isinstance(x, FrameTask) and x.problem is None else None
@@ -296,7 +296,7 @@ class GroupFrames(Stream):
                             or x.run_uid != self._tasks[0].run_uid):
             ahead = self._flush()
         if not self._tasks:
-            self._done = gen.Future()
+            self._done = asyncio.get_running_loop().create_future()
             self.loop.add_callback(self._flush)  # the end of this burst: the loop's next turn
         self._retain_refs(metadata)
         self._tasks.append(x)
@@ -720,7 +720,8 @@ class DaskFrames:
             self._background = subtrahend
         if self.shared_memory is not False:
             self._set_hosts(client.scheduler_info()["workers"])
-        group = GroupFrames(channel, max_pixels=self.group_pixels, stream_name="group") if self.group_pixels else None
+        group = GroupFrames(channel, max_pixels=self.group_pixels, loop=client.loop, stream_name="group") \
+            if self.group_pixels else None
         in_flight = InFlight(channel if group is None else group, flight=self._flight, prepare=self._prepare,
                              release=self._release, stream_name="in_flight")
         scatter = ScatterFrames(in_flight, client=client, attempts=self.attempts, stream_name="scatter")
