@@ -290,7 +290,7 @@ class GroupFrames(Stream):
         pixels = _pixels(x) if isinstance(x, FrameTask) and x.problem is None else None
         if pixels is None or pixels > self.max_pixels // 2:  # alone, after the tasks before it
             ahead = self._flush()
-            return [*ahead, self._emit(x, metadata=metadata)] if ahead else self._emit(x, metadata=metadata)
+            return [*ahead, *self._emit(x, metadata=metadata)]
         ahead = []
         if self._tasks and (x.background is not self._tasks[0].background or self._pixels + pixels > self.max_pixels
                             or x.run_uid != self._tasks[0].run_uid):

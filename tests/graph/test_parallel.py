@@ -27,7 +27,7 @@ from tests.helpers.rawruns import DATA_KEY, compose_raw_run, drifting_spot_scan,
 from tests.helpers.reference import stream_rows, timeless
 from streamcrystal.errors import ClientClosedError
 from streamcrystal.graph.cluster import make_client
-from streamcrystal.graph.dask import DaskFrames
+from streamcrystal.graph.dask import DaskFrames, FrameGroup
 from streamcrystal.records import FrameReference, FrameTask
 from streamcrystal.sim import simulate_scan
 from streamcrystal.graph.steps import locate_step
@@ -222,6 +222,27 @@ def test_a_failing_frame_is_logged_and_skipped_and_nothing_stalls(client, scan, 
     assert len(shape_lines) == 1 and f"run {uid} seq_num 2" in shape_lines[0]  # logged once, in this process
     skipped = stream_rows(parallel_out, "frames")
     assert skipped["skipped"].tolist() == [False, True, False, True, False, False, False, False]
+
+
+def test_bad_frames_inside_an_event_page_are_skipped_alone_and_the_rest_of_the_group_kept(client, scan):
+    """An event page of 6 events, the third with frames of a wrong shape (fails on the worker,
+    inside its group), the fifth with none (a problem in the client, between two groups)."""
+    frames, background = scan
+    raw = []
+    for name, doc in compose_raw_run(frames[:6], grid=(2, 3), event_page=True):
+        if name == "event_page" and DATA_KEY in doc["data"]:
+            images = list(doc["data"][DATA_KEY])
+            images[2], images[4] = np.ones((2, 10, 10), np.uint16), None
+            doc = {**doc, "data": {**doc["data"], DATA_KEY: images}}
+        raw.append((name, doc))
+    serial, serial_out = make_pipe(subtrahend=background)
+    feed(serial, raw)
+    parallel, parallel_out = make_pipe(client, subtrahend=background)
+    sent = parallel.nodes["in_flight"].sink_to_list()
+    feed(parallel, raw)
+    assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
+    assert stream_rows(parallel_out, "frames")["skipped"].tolist() == [False, False, True, False, True, False]
+    assert any(isinstance(item, FrameGroup) for item in sent)  # the good frames before the problem went together
 
 
 def test_a_task_that_raises_is_a_skipped_frame_not_a_stalled_stream(client, scan, caplog_streamcrystal):
