@@ -18,7 +18,9 @@ repeats interleaved with the in-process ones:
 - **events/s**: a burst of events published at once; from the first event published (fed,
   in-process) to the whole analysis run stored: the server's status line of the run, which
   it prints once the analysis run's stop is written, so every feature, track and map before
-  it is too (in-process: to the stop emitted; nothing is written);
+  it is too (in-process: to the stop emitted; nothing is written). With ``--runs-in-a-row K``,
+  K runs published one after another, to the last one stored: whether a run's writes make
+  the next run wait;
 - **latency**: events published one at a time, slower than the server's throughput (1.5 x
   its measured period), so no backlog builds up; from an event published to its ``frames``
   document, which the pipeline emits after that event's ``features`` (both clocks are this
@@ -143,6 +145,17 @@ class InProcess:
         rate = len(fed) / (done - min(fed.values()))
         return rate, [written[seq] - fed[seq] for seq in fed]
 
+    def run_in_a_row(self, runs) -> float:
+        """events/s of several runs fed one after another: first event fed -> last stop emitted."""
+        first, n_events = None, 0
+        for documents in runs:
+            for name, doc in documents:
+                if _event_of(name, doc) is not None:
+                    first = first or time.time()
+                    n_events += 1
+                self.pipe(name, doc)
+        return n_events / (time.time() - first)
+
 
 class ServedChain:
     """``streamcrystal proxy`` and ``streamcrystal serve`` subprocesses, a Publisher into them."""
@@ -216,6 +229,24 @@ class ServedChain:
         rate = len(published) / (stored - min(published.values()))
         return rate, [written[seq] - published[seq] for seq in published]
 
+    def run_in_a_row(self, runs) -> float:
+        """Publish several runs one after another at once; events/s from the first event
+        published to the last run stored (its status line): a run's catalog writes overlap the
+        next run's processing, or make it wait."""
+        serialized = [[(name, _event_of(name, doc), dumps(doc)) for name, doc in documents] for documents in runs]
+        n_events = sum(seq_num is not None for run in serialized for _, seq_num, _ in run)
+        first = None
+        for run in serialized:
+            for name, seq_num, payload in run:
+                if seq_num is not None and first is None:
+                    first = time.time()
+                self.publisher(name, payload)
+        for documents in runs:
+            raw_uid = documents[0][1]["uid"]
+            _wait(lambda uid=raw_uid: f"run {uid}:" in (self.directory / "serve.out").read_text(), 60 + 30 * n_events,
+                  f"the server's status line of run {raw_uid}", interval=0.005)
+        return n_events / (time.time() - first)
+
     def _analysis(self, raw_uid: str):
         if self.db is None:
             from streamcrystal.storage.jsonl import read_documents
@@ -242,10 +273,12 @@ class ServedChain:
 
 
 def compare(shape, *, n_events: int, repeats: int, frames=("inline", "external"), catalog: Path | None = None,
-            transport: str = "tcp", engine: str | None = None, write_inline: bool = False) -> list[dict]:
+            transport: str = "tcp", engine: str | None = None, write_inline: bool = False,
+            in_a_row: int = 1) -> list[dict]:
     """Median events/s and latency of the in-process and the served pipeline, per way of
     carrying the frames: ``"inline"`` (the images in the event documents, through 0MQ) or
-    ``"external"`` (the images in an HDF5 file that the documents reference)."""
+    ``"external"`` (the images in an HDF5 file that the documents reference). With
+    ``in_a_row`` > 1, events/s are of that many runs published (fed) one after another."""
     events, background = synthetic_events(shape)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_serve") as tmp:
@@ -268,13 +301,18 @@ def compare(shape, *, n_events: int, repeats: int, frames=("inline", "external")
                 latencies = {"in_process": [], "served": []}
                 for _ in range(repeats):
                     rate, latency = local.run(documents(mode, n_events))
-                    rates["in_process"].append(rate)
                     latencies["in_process"] += latency
+                    if in_a_row > 1:
+                        rate = local.run_in_a_row([documents(mode, n_events) for _ in range(in_a_row)])
+                    rates["in_process"].append(rate)
                     rate, _ = chain.run(documents(mode, n_events))
+                    if in_a_row > 1:
+                        rate = chain.run_in_a_row([documents(mode, n_events) for _ in range(in_a_row)])
                     rates["served"].append(rate)
                     _, latency = chain.run(documents(mode, n_events), period=1.5 / rate)
                     latencies["served"] += latency
-                result = {"shape": list(shape), "events": n_events, "repeats": repeats, "frames": mode, "transport": transport,
+                result = {"shape": list(shape), "events": n_events, "in_a_row": in_a_row, "repeats": repeats,
+                          "frames": mode, "transport": transport,
                           "writer": "catalog" if catalog is not None else "jsonl", "write_inline": write_inline,
                           "serialize_ms": 1000 * statistics.median(chain.serialize_seconds)}
                 for path in ("in_process", "served"):
@@ -304,6 +342,9 @@ def main(argv=None) -> int:
                         help="the peak finder (peak_tracking's engine: fastlocate by default, or trackpy)")
     parser.add_argument("--write-inline", action="store_true",
                         help="the server writes each result before its next document (serve --write-inline)")
+    parser.add_argument("--runs-in-a-row", type=int, default=1, metavar="K",
+                        help="events/s of K runs published one after another (does a run's writing delay the "
+                             "next?); default 1: each run alone, stored before the next is published")
     parser.add_argument("--quick", action="store_true", help="256 x 256, 4 events, 2 repeats (a smoke run)")
     args = parser.parse_args(argv)
     import trackpy
@@ -316,14 +357,16 @@ def main(argv=None) -> int:
     n_events, repeats = args.events, args.repeats
     if args.quick:
         shape, n_events, repeats = (256, 256), 4, 2
-    print(f"{shape[0]} x {shape[1]} detector, 5 frames/event, {n_events} events a run, medians of {repeats}; "
+    in_a_row = f", {args.runs_in_a_row} runs in a row" if args.runs_in_a_row > 1 else ""
+    print(f"{shape[0]} x {shape[1]} detector, 5 frames/event, {n_events} events a run{in_a_row}, medians of {repeats}; "
           f"0MQ over {args.transport}; server writes to {'catalog' if args.catalog else 'jsonl'}"
           + (f"; engine {args.engine}" if args.engine else "")
           + ("; results written inline" if args.write_inline else "; results written on a writer thread"))
     print(f"{'':<44} {'events/s':>9} {'latency ms':>11}")
     modes = ("inline", "external") if args.frames == "both" else (args.frames,)
     for r in compare(shape, n_events=n_events, repeats=repeats, frames=modes, catalog=args.catalog,
-                     transport=args.transport, engine=args.engine, write_inline=args.write_inline):
+                     transport=args.transport, engine=args.engine, write_inline=args.write_inline,
+                     in_a_row=args.runs_in_a_row):
         where = "frames in the documents" if r["frames"] == "inline" else "frames in HDF5 files"
         print(f"{r['frames']}: {where}; publisher side (not timed): msgpack {r['serialize_ms']:.1f} ms an event")
         print(f"{'  in-process pipeline':<44} {r['in_process_events_per_s']:>9.2f} {r['in_process_latency_ms']:>11.1f}")
