@@ -47,6 +47,10 @@ from streamcrystal.science.frames import (
 )
 from streamcrystal.sim.sample import CrystalRod
 
+# with pytest-xdist: on one worker, so that each kernel's numba compilation for each dtype (tens
+# of seconds in all, on a clean checkout) is done once, not by both workers at the same time
+pytestmark = pytest.mark.xdist_group("fastlocate")
+
 
 def numpy_process_frames(frames, background=None):
     """The three numpy steps the fused kernel replaces; a NaN pixel (of the background) is masked: zero."""
