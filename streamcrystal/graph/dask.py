@@ -276,6 +276,16 @@ class GroupFrames(Stream):
     turn (the frames of one document) form a group; so a frame given alone, an event with
     large frames, a stop or a problem goes on by itself, without waiting. Tasks of one group
     share their background (a new dark mean starts a new group).
+
+    Parameters
+    ----------
+    upstream : streamz.Stream
+        The channel: frame tasks, then a run's problem documents and its stop.
+    max_pixels : int
+        The most pixels (frames x rows x columns, summed over the group's tasks) of a group;
+        a task of more than half of it always goes alone.
+    loop : tornado.ioloop.IOLoop
+        The Dask client's event loop, where the graph runs.
     """
 
     def __init__(self, upstream: Stream, *, max_pixels: int, loop, **kwargs) -> None:
