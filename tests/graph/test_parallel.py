@@ -98,6 +98,19 @@ def assert_same_analysis(serial, parallel, serial_out, parallel_out, uids):
     assert [d.get("reason") for n, d in parallel_out if n == "stop"] == reasons
 
 
+def serial_then_parallel(dask, raw, background):
+    """``raw`` through the serial pipeline and through one on ``dask`` (a client or a
+    DaskFrames): the same analysis is asserted; returns the parallel pipeline, its output
+    documents and what its ``in_flight`` node sent."""
+    serial, serial_out = make_pipe(subtrahend=background)
+    feed(serial, raw)
+    parallel, parallel_out = make_pipe(dask, subtrahend=background)
+    sent = parallel.nodes["in_flight"].sink_to_list()
+    feed(parallel, raw)
+    assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
+    return parallel, parallel_out, sent
+
+
 def slow_work(seconds):
     """A work function that first sleeps ``seconds(seq_num)``."""
     def work(task, **kwargs):
@@ -235,12 +248,7 @@ def test_bad_frames_inside_an_event_page_are_skipped_alone_and_the_rest_of_the_g
             images[2], images[4] = np.ones((2, 10, 10), np.uint16), None
             doc = {**doc, "data": {**doc["data"], DATA_KEY: images}}
         raw.append((name, doc))
-    serial, serial_out = make_pipe(subtrahend=background)
-    feed(serial, raw)
-    parallel, parallel_out = make_pipe(client, subtrahend=background)
-    sent = parallel.nodes["in_flight"].sink_to_list()
-    feed(parallel, raw)
-    assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
+    _, parallel_out, sent = serial_then_parallel(client, raw, background)
     assert stream_rows(parallel_out, "frames")["skipped"].tolist() == [False, False, True, False, True, False]
     assert any(isinstance(item, FrameGroup) for item in sent)  # the good frames before the problem went together
 

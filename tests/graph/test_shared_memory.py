@@ -27,7 +27,7 @@ from streamcrystal.graph.dask import DaskFrames, FrameGroup
 from streamcrystal.graph.shared import PREFIX, SharedFrames, SharedSegments, mapped
 from streamcrystal.records import FrameTask
 from tests.graph.test_parallel import (assert_same_analysis, feed, kill_a_worker_mid_run, make_pipe, run_uids,
-                                      slow_work, wait_for)
+                                      serial_then_parallel, slow_work, wait_for)
 from tests.helpers.rawruns import compose_raw_run, drifting_spot_scan, spot_frames
 
 SHM = "/dev/shm"
@@ -71,12 +71,7 @@ def test_inline_frames_go_through_shared_memory_with_the_serial_results_and_leav
     raw = (compose_raw_run(frames, grid=(2, 4))
            + compose_raw_run(frames[:6], grid=(2, 3), event_page=True)
            + compose_raw_run(frames[2:], grid=(2, 3), dark=dark))
-    serial, serial_out = make_pipe(subtrahend=background)
-    feed(serial, raw)
-    parallel, parallel_out = make_pipe(client, subtrahend=background)
-    sent = parallel.nodes["in_flight"].sink_to_list()
-    feed(parallel, raw)
-    assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
+    parallel, _, sent = serial_then_parallel(client, raw, background)
     names = shared_names(sent)
     assert len(names) == 8 + 6 + 6 and all(name.startswith(PREFIX) for name in names)
     assert max(len(pickle.dumps(item)) for item in sent) < 2_000  # what travels: names, not images
