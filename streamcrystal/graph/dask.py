@@ -324,7 +324,9 @@ class GroupFrames(Stream):
 
         def settled(outcome) -> None:
             self._release_refs(metadata)
-            if outcome.exception() is not None:
+            if outcome.cancelled():  # the loop is closing
+                done.cancel()
+            elif outcome.exception() is not None:
                 done.set_exception(outcome.exception())
             else:
                 done.set_result(None)
