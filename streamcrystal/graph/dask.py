@@ -783,19 +783,6 @@ class DaskFrames:
             return self._restrict
         return None
 
-    def _share(self, item: FrameTask) -> FrameTask:
-        """``item`` with its frames in a new shared memory segment, or as it is (logged once) if none can be made."""
-        try:
-            return replace(item, frames=self.segments.share(item.frames))
-        except OSError as err:
-            self._share_failed(item, err)
-            return item
-
-    def _share_failed(self, item, err: OSError) -> None:
-        if not getattr(self, "_share_failure_logged", False):
-            self._share_failure_logged = True
-            logger.warning("run %s seq_num %s: no shared memory segment for the frames (%s); they are sent by "
-                           "Dask's transfer while this lasts", *_where(item), err)
 
     def _release(self, sent) -> None:
         """Free the shared memory segment made for ``sent``, if any (idempotent); at a stop,
@@ -828,7 +815,7 @@ class DaskFrames:
             return Place(item.name, item.run_uid)
         if isinstance(item, FrameGroup):  # its tasks share one background (sent once, with the first)
             tasks = [await self._prepare(task, share=False) for task in item.tasks]
-            return FrameGroup(await self._share_group(tasks))  # and one segment
+            return FrameGroup(await self._share(tasks))  # and one segment
         if not isinstance(item, FrameTask) or item.problem is not None:
             return item
         if item.background is not None:
@@ -837,14 +824,13 @@ class DaskFrames:
                 self._work_node.kwargs["background"] = future
                 self._background = item.background
             item = replace(item, background=SHARED)
-        if share and self.shared_memory is not False and can_share(item.frames):
-            await self._look_for_hosts()
-            if self._hosts:
-                item = self._share(item)
+        if share:
+            [item] = await self._share([item])
         return item
 
-    async def _share_group(self, tasks: list[FrameTask]) -> tuple[FrameTask, ...]:
-        """The frames in memory of a group's tasks, in one shared memory segment (when a worker is on this host)."""
+    async def _share(self, tasks: list[FrameTask]) -> tuple[FrameTask, ...]:
+        """``tasks`` with their frames in memory in one shared memory segment when a worker is on
+        this host, or as they are (logged once) if no segment can be made."""
         sharing = [k for k, task in enumerate(tasks) if task.problem is None and can_share(task.frames)]
         if not sharing or self.shared_memory is False:
             return tuple(tasks)
@@ -854,7 +840,10 @@ class DaskFrames:
         try:
             shared = self.segments.share_many([tasks[k].frames for k in sharing])
         except OSError as err:
-            self._share_failed(tasks[sharing[0]], err)
+            if not getattr(self, "_share_failure_logged", False):
+                self._share_failure_logged = True
+                logger.warning("run %s seq_num %s: no shared memory segment for the frames (%s); they are sent by "
+                               "Dask's transfer while this lasts", *_where(tasks[sharing[0]]), err)
             return tuple(tasks)
         for k, frames in zip(sharing, shared):
             tasks[k] = replace(tasks[k], frames=frames)

@@ -111,8 +111,9 @@ def test_a_worker_that_cannot_map_the_segment_gets_the_frames_by_dask(client, sc
     serial, serial_out = make_pipe(subtrahend=background)
     feed(serial, raw)
     dask = DaskFrames(client)
-    real_share = dask.segments.share
-    dask.segments.share = lambda array: SharedFrames(real_share(array).name + "-elsewhere", array.shape, array.dtype.str)
+    real_share = dask.segments.share_many
+    dask.segments.share_many = lambda arrays: [SharedFrames(shared.name + "-elsewhere", shared.shape, shared.dtype)
+                                               for shared in real_share(arrays)]
     parallel, parallel_out = make_pipe(dask, subtrahend=background)
     feed(parallel, raw)
     assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
