@@ -54,6 +54,7 @@ subtrahend, or a run's dark mean) is sent to every worker once, not with each fr
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -214,17 +215,30 @@ def frame_on_worker(item, *, process: Callable = process_step, locate: Callable 
 # -- in the client's process ---------------------------------------------------------------
 
 class _Flight:
-    """How many items entered the Dask segment and how many came out (thread-safe)."""
+    """How many items entered the Dask segment, how many came out, and how many wait to enter
+    (held by :class:`GroupFrames`); thread-safe."""
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self.entered = 0
         self.left = 0
+        self.held = 0
         self.peak = 0
 
-    def enter(self) -> None:
+    def hold(self) -> None:
+        with self._condition:
+            self.held += 1
+
+    def unhold(self) -> None:
+        with self._condition:
+            self.held -= 1
+            self._condition.notify_all()
+
+    def enter(self, held: bool = False) -> None:
+        """One more item in the segment (``held``: one of those that waited to enter)."""
         with self._condition:
             self.entered += 1
+            self.held -= held
             self.peak = max(self.peak, self.entered - self.left)
 
     def leave(self) -> None:
@@ -233,9 +247,12 @@ class _Flight:
             self._condition.notify_all()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every item that entered so far has come out; False on timeout."""
+        """Wait until every item that entered so far, or waits to enter, has come out; False on timeout.
+
+        The items come out in the order they entered, and those waiting enter next, in order.
+        """
         with self._condition:
-            target = self.entered
+            target = self.entered + self.held
             return self._condition.wait_for(lambda: self.left >= target, timeout)
 
 
@@ -265,17 +282,46 @@ def _pixels(task: FrameTask) -> int | None:
     return None
 
 
-class GroupFrames(Stream):
-    """Frame tasks that come in one go travel together, as one :class:`FrameGroup`, up to
-    ``max_pixels`` pixels a group.
+@dataclass(eq=False)
+class _Unit:
+    """What :class:`GroupFrames` emits next: a group being filled, or an item that goes alone."""
 
-    A fast detector's StreamDatum (or a flyer's event page) gives many events at once: sent
-    one Dask task each, every small frame costs the client, the scheduler and a worker as much
-    as its peak finding (a future, its messages, its transitions; about 10 ms of CPU in all,
-    measured with ``benchmarks.bench_client``). The tasks emitted before the event loop's next
-    turn (the frames of one document) form a group; so a frame given alone, an event with
-    large frames, a stop or a problem goes on by itself, without waiting. Tasks of one group
-    share their background (a new dark mean starts a new group).
+    items: list
+    metadata: list
+    pixels: int
+    taken: asyncio.Future  # done when its emit starts
+    done: asyncio.Future  # done when its emit returned (it entered the Dask segment)
+    alone: bool = False  # an item that is no frame task to group, or one too big: its caller waits for done
+    open: bool = True  # a group that may take more tasks
+
+    def item(self):
+        return self.items[0] if len(self.items) == 1 else FrameGroup(tuple(self.items))
+
+
+class GroupFrames(Stream):
+    """Frame tasks that come in one go, or that wait while the cluster is busy, travel together
+    as one :class:`FrameGroup`, up to ``max_pixels`` pixels a group.
+
+    Each small frame sent as a Dask task of its own costs the client, the scheduler and a
+    worker as much as its peak finding (a future, its messages, its transitions; about 10 ms
+    of CPU in all, measured with ``benchmarks.bench_client``). Here the items wait in order
+    for their turn to enter the Dask segment (``in_flight``), and the frame tasks that wait
+    together (of one run, with one background) go as one group:
+
+    - the frames of one document (a fast detector's StreamDatum, a flyer's event page): the
+      tasks emitted before the event loop's next turn;
+    - the frames of a step scan's events given while the segment is full (``max_in_flight``
+      reached): a group of the frames that came meanwhile. A producer faster than the
+      cluster thus gets larger tasks, so the client keeps up, while a frame that finds the
+      segment free goes at once, alone, without waiting for company.
+
+    A frame task returns to its caller once it is queued, unless a full group waits ahead of
+    it (the caller then waits for that group to enter the segment: at most about two groups'
+    pixels wait here). A stop, a problem, a frame with a problem and a task of more than half
+    of ``max_pixels`` go alone, after everything before them, and their caller waits until
+    they entered the segment (for a stop, ``Pipeline.__call__`` then waits until its run is
+    linked). An error emitting a group nobody waits for is logged with its run uid and
+    ``seq_num`` range.
 
     Parameters
     ----------
@@ -284,61 +330,87 @@ class GroupFrames(Stream):
     max_pixels : int
         The most pixels (frames x rows x columns, summed over the group's tasks) of a group;
         a task of more than half of it always goes alone.
+    flight : _Flight
+        The Dask segment's count: the items waiting here count as held, so a flush waits for them.
     loop : tornado.ioloop.IOLoop
         The Dask client's event loop, where the graph runs.
     """
 
-    def __init__(self, upstream: Stream, *, max_pixels: int, loop, **kwargs) -> None:
+    def __init__(self, upstream: Stream, *, max_pixels: int, flight: _Flight, loop, **kwargs) -> None:
         self.max_pixels = max_pixels
-        self._tasks: list[FrameTask] = []
-        self._metadata: list = []
-        self._pixels = 0
-        self._done: asyncio.Future | None = None
+        self.flight = flight
+        self._units: collections.deque[_Unit] = collections.deque()  # waiting for their turn, in order
+        self._pumping = False
         super().__init__(upstream, loop=loop, **kwargs)  # the client's loop, where the graph runs
 
     def update(self, x, who=None, metadata=None):
         pixels = _pixels(x) if isinstance(x, FrameTask) and x.problem is None else None
-        if pixels is None or pixels > self.max_pixels // 2:  # alone, after the tasks before it
-            ahead = self._flush()
-            return [*ahead, *self._emit(x, metadata=metadata)]
-        ahead = []
-        if self._tasks and (x.background is not self._tasks[0].background or self._pixels + pixels > self.max_pixels
-                            or x.run_uid != self._tasks[0].run_uid):
-            ahead = self._flush()
-        if not self._tasks:
-            self._done = asyncio.get_running_loop().create_future()
-            self.loop.add_callback(self._flush)  # the end of this burst: the loop's next turn
+        last = self._units[-1] if self._units else None
+        alone = pixels is None or pixels > self.max_pixels // 2
+        if last is not None and (alone or not last.open or x.background is not last.items[0].background
+                                 or last.pixels + pixels > self.max_pixels or x.run_uid != last.items[0].run_uid):
+            last.open = False
+        if alone or last is None or not last.open:
+            last = self._add(alone)
         self._retain_refs(metadata)
-        self._tasks.append(x)
-        self._metadata += metadata or []
-        self._pixels += pixels
-        return [*ahead, self._done]
+        last.items.append(x)
+        last.metadata += metadata or []
+        last.pixels += pixels or 0
+        if alone:
+            return [last.done]
+        if len(self._units) > 1:  # a full group waits ahead: hold the producer until it is on its way
+            return [self._units[-2].taken]
+        return []
 
-    def _flush(self) -> list:
-        """Emit the group gathered so far; what it gives back (for the caller to wait on)."""
-        if not self._tasks:
-            return []
-        tasks, metadata, done = self._tasks, self._metadata, self._done
-        self._tasks, self._metadata, self._pixels, self._done = [], [], 0, None
-        item = tasks[0] if len(tasks) == 1 else FrameGroup(tuple(tasks))
+    def _add(self, alone: bool) -> _Unit:
+        loop = asyncio.get_running_loop()
+        unit = _Unit([], [], 0, loop.create_future(), loop.create_future(), alone=alone, open=not alone)
+        self._units.append(unit)
+        self.flight.hold()
+        if not self._pumping:  # from the loop's next turn: the rest of this burst joins the group
+            self._pumping = True
+            self.loop.add_callback(self._pump)
+        return unit
 
-        def settled(outcome) -> None:
-            self._release_refs(metadata)
-            if outcome.cancelled():  # the loop is closing
-                done.cancel()
-            elif outcome.exception() is not None:
-                done.set_exception(outcome.exception())
-            else:
-                done.set_result(None)
-
+    async def _pump(self) -> None:
+        """Emit the units in turn, each once the one before has entered the Dask segment."""
+        unit = None
         try:
-            waiting = self._emit(item, metadata=metadata)
-        except Exception as err:  # handed to whoever waits on the group (Pipeline.__call__ logs it)
-            self._release_refs(metadata)
-            done.set_exception(err)
-        else:  # as streamz's emit waits for what its downstreams give back
-            asyncio.ensure_future(_gathered(waiting)).add_done_callback(settled)
-        return [done]
+            while self._units:
+                unit = self._units.popleft()
+                unit.open = False
+                unit.taken.set_result(None)
+                item = unit.item()
+                try:
+                    await _gathered(self._emit(item, metadata=unit.metadata))
+                except Exception as err:
+                    if unit.alone:  # its caller waits: Pipeline.__call__ logs it
+                        unit.done.set_exception(err)
+                    else:
+                        logger.error("run %s seq_num %s: %d frame task(s) could not enter the Dask segment "
+                                     "(%s: %s); skipped", *_where(item), len(unit.items), type(err).__name__, err)
+                        unit.done.set_result(None)
+                else:
+                    unit.done.set_result(None)
+                finally:
+                    self._release_refs(unit.metadata)
+                unit = None
+        except asyncio.CancelledError:  # the loop is closing: whoever waits is told
+            self.drop([unit] if unit is not None else [])
+            raise
+        finally:
+            self._pumping = False
+
+    def drop(self, also=()) -> None:
+        """Give up the units still waiting (the pipeline is closed, or the loop is closing)."""
+        for unit in [*also, *self._units]:
+            for future in (unit.taken, unit.done):
+                if not future.done():
+                    future.cancel()
+            if unit in self._units:
+                self._release_refs(unit.metadata)
+                self.flight.unhold()
+        self._units.clear()
 
 
 async def _gathered(waiting: list) -> None:
@@ -361,8 +433,9 @@ class InFlight(Stream):
     """
 
     def __init__(self, upstream: Stream, *, flight: _Flight, prepare: Callable, release: Callable = lambda sent: None,
-                 **kwargs) -> None:
+                 held: bool = False, **kwargs) -> None:
         self.flight = flight
+        self.held = held  # every item waited in GroupFrames (counted as held) before it comes here
         self.prepare = prepare
         self.release = release
         self._turn = Lock()  # tornado's: waiters are served first come, first served
@@ -371,7 +444,7 @@ class InFlight(Stream):
     @gen.coroutine
     def update(self, x, who=None, metadata=None):
         with (yield self._turn.acquire()):
-            self.flight.enter()
+            self.flight.enter(held=self.held)
             try:
                 sent = yield self.prepare(x)
             except Exception as err:  # the background could not be sent: the frame carries it
@@ -702,6 +775,7 @@ class DaskFrames:
         self._background = None  # the background array the workers hold now
         self._work_node = None  # the node that submits the frames' tasks
         self._buffer_node = None
+        self._group_node = None
         self._closed = False
 
     def describe(self) -> dict:
@@ -732,10 +806,10 @@ class DaskFrames:
             self._background = subtrahend
         if self.shared_memory is not False:
             self._set_hosts(client.scheduler_info()["workers"])
-        group = GroupFrames(channel, max_pixels=self.group_pixels, loop=client.loop, stream_name="group") \
-            if self.group_pixels else None
+        group = GroupFrames(channel, max_pixels=self.group_pixels, flight=self._flight, loop=client.loop,
+                            stream_name="group") if self.group_pixels else None
         in_flight = InFlight(channel if group is None else group, flight=self._flight, prepare=self._prepare,
-                             release=self._release, stream_name="in_flight")
+                             release=self._release, held=group is not None, stream_name="in_flight")
         scatter = ScatterFrames(in_flight, client=client, attempts=self.attempts, stream_name="scatter")
         locate = SubmitFrames(scatter, frame_on_worker, client=client, restrict=self._hosts_for, **options)
         locate.name = "locate"  # streamz.dask.map would pass stream_name= on to the task
@@ -743,7 +817,7 @@ class DaskFrames:
         gather = GatherResults(buffer, client=client, resubmit=self._resubmit, flight=self._flight,
                                release=self._release, attempts=self.attempts, waiting=buffer.waiting,
                                stream_name="gather")
-        self._work_node, self._buffer_node = locate, buffer
+        self._work_node, self._buffer_node, self._group_node = locate, buffer, group
         return group, in_flight, scatter, locate, buffer, gather
 
     # -- shared memory ------------------------------------------------------------------------
@@ -909,6 +983,8 @@ class DaskFrames:
         if self._work_node is not None:
             self._work_node.kwargs.pop("background", None)
             if self.client.status == "running":  # after the items queued before it
+                if self._group_node is not None:  # the items waiting to enter are given up
+                    self.client.loop.add_callback(self._group_node.drop)
                 self.client.loop.add_callback(self._buffer_node.queue.put, (_CLOSE, []))
         self._background = None
         self.segments.close()

@@ -26,7 +26,8 @@ Segments are written again, not made anew, within a run (``keep``): a new segmen
 allocated and zeroed by the kernel as the client first writes them, which cost more than the
 copy itself (170 ms against 25 ms for a 120 MB event, measured on this project's VM), and
 the worker pays its first touch again. A segment whose event's result has come back goes to
-a free list (at most ``keep`` of them) and takes the next event's frames; the free ones are
+a free list (at most ``keep`` of them) and takes the next event's frames (or, too small for
+them, is unlinked as a larger one is made); the free ones are
 unlinked at each stop that passes ``gather`` (:meth:`SharedSegments.drain`), so that nothing
 is left after a run.
 
@@ -207,6 +208,7 @@ class SharedSegments:
         if reused is not None:
             name, segment = reused
             return _write(name, segment, arrays, offsets)
+        self._drop_a_free_one()  # too small for these frames: a new one takes its place
         free = _free_bytes()
         if free is not None and free < nbytes + (1 << 20):
             raise OSError(f"{_SHM_DIRECTORY} has {free / 2**20:.0f} MB free, the event needs {nbytes / 2**20:.0f} MB "
@@ -240,6 +242,19 @@ class SharedSegments:
             self._free.remove(name)
             self.recycled += 1
             return name, self._segments[name]
+
+    def _drop_a_free_one(self) -> None:
+        """Unlink the largest free segment (all are smaller than what is needed now): a new
+        segment is then made only in place of a free one or when none is free, so the segments
+        alive stay at most one per item in flight whatever the frames' sizes (groups of
+        different lengths)."""
+        with self._lock:
+            if not self._free:
+                return
+            name = max(self._free, key=lambda n: self._segments[n].size)
+            self._free.remove(name)
+            segment = self._segments.pop(name)
+        _unlink(segment)
 
     def release(self, name: str) -> bool:
         """The frames in segment ``name`` are no longer needed: keep it free for the next frames

@@ -111,6 +111,12 @@ def serial_then_parallel(dask, raw, background):
     return parallel, parallel_out, sent
 
 
+def sent_tasks(sent) -> list[FrameTask]:
+    """The frame tasks among what a pipeline's ``in_flight`` node sent (a group's, one by one)."""
+    return [task for item in sent for task in (item.tasks if isinstance(item, FrameGroup) else (item,))
+            if isinstance(task, FrameTask)]
+
+
 def slow_work(seconds):
     """A work function that first sleeps ``seconds(seq_num)``."""
     def work(task, **kwargs):
@@ -144,7 +150,9 @@ def test_parallel_equals_serial_on_event_and_event_page_runs_back_to_back(client
 def test_features_come_out_in_seq_num_order_whatever_finishes_first(client, scan):
     frames, background = scan
     raw = compose_raw_run(frames, grid=(2, 4))
-    late_first = DaskFrames(client, max_in_flight=6, locate=slow_work(lambda seq: 0.6 if seq == 1 else 0.0))
+    # one task per frame (no groups while the cluster is busy), so that they finish in any order
+    late_first = DaskFrames(client, max_in_flight=6, locate=slow_work(lambda seq: 0.6 if seq == 1 else 0.0),
+                            group_pixels=0)
     parallel, out = make_pipe(late_first, subtrahend=background)
     submitted = parallel.nodes["locate"].sink_to_list()  # futures, in submission order
     feed(parallel, raw)
@@ -205,6 +213,36 @@ def test_frames_given_in_one_go_travel_as_groups_of_tasks_with_the_serial_result
     per_group = group_pixels // frames[0].size  # events of 3 frames of 96 x 128 pixels a group
     expected = -(-8 // per_group) + -(-6 // per_group) + 2  # the groups of each run, and its stop
     assert len(submitted) == expected < 8 + 6 + 2
+
+
+def test_a_step_scan_faster_than_the_cluster_goes_in_groups_and_a_flush_waits_for_them(client, scan):
+    """Events given one by one while the Dask segment is full (slow workers) wait in ``group``
+    and go on together; the analysis is the serial one, and ``flush`` waits for the frames
+    still waiting there. Events that find the segment free go alone, at once."""
+    frames, background = scan
+    raw = compose_raw_run(frames, grid=(2, 4))
+    serial, serial_out = make_pipe(subtrahend=background)
+    feed(serial, raw)
+    busy = DaskFrames(client, max_in_flight=3, locate=slow_work(lambda seq: 0.3))
+    parallel, parallel_out = make_pipe(busy, subtrahend=background)
+    sent = parallel.nodes["in_flight"].sink_to_list()
+    *before_stop, stop = raw
+    feed(parallel, before_stop)
+    assert parallel.flush(timeout=60)
+    assert len(stream_rows(parallel_out, "frames")) == len(frames)  # none left waiting in the group node
+    feed(parallel, [stop])
+    assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw))
+    assert [task.seq_num for task in sent_tasks(sent)] == list(range(1, len(frames) + 1))
+    assert any(isinstance(item, FrameGroup) and len(item.tasks) > 1 for item in sent), sent
+    assert busy.peak_in_flight <= 3
+
+    idle, idle_out = make_pipe(client, subtrahend=background)
+    sent = idle.nodes["in_flight"].sink_to_list()
+    for name, doc in raw:
+        idle(name, doc)
+        time.sleep(0.1)  # a scan slower than the cluster
+    assert not any(isinstance(item, FrameGroup) for item in sent)
+    assert len(sent_tasks(sent)) == len(frames)
 
 
 def test_a_failing_frame_is_logged_and_skipped_and_nothing_stalls(client, scan, caplog_streamcrystal):
@@ -311,7 +349,7 @@ def test_frames_in_hdf5_are_read_by_the_workers_from_references(client, scan, tm
     scattered = parallel.nodes["in_flight"].sink_to_list()
     feed(parallel, raw + lost)
     assert_same_analysis(serial, parallel, serial_out, parallel_out, run_uids(raw + lost))
-    tasks = [item for item in scattered if isinstance(item, FrameTask)]
+    tasks = sent_tasks(scattered)
     assert len(tasks) == len(frames) + 2
     assert all(isinstance(task.frames, FrameReference) and task.frames.path == str(path) for task in tasks[:8])
     assert max(len(pickle.dumps(task)) for task in tasks) < 2_000  # references, not images

@@ -27,7 +27,7 @@ from streamcrystal.graph.dask import DaskFrames, FrameGroup
 from streamcrystal.graph.shared import PREFIX, SharedFrames, SharedSegments, mapped
 from streamcrystal.records import FrameTask
 from tests.graph.test_parallel import (assert_same_analysis, feed, kill_a_worker_mid_run, make_pipe, run_uids,
-                                      serial_then_parallel, slow_work, wait_for)
+                                      sent_tasks, serial_then_parallel, slow_work, wait_for)
 from tests.helpers.rawruns import compose_raw_run, drifting_spot_scan, spot_frames
 
 SHM = "/dev/shm"
@@ -48,12 +48,6 @@ def client():
 @pytest.fixture(scope="module")
 def scan():
     return drifting_spot_scan(8), spot_frames([], n_frames=2, seed=99)
-
-
-def sent_tasks(sent) -> list[FrameTask]:
-    """The frame tasks among what a pipeline's ``in_flight`` node sent (a group's, one by one)."""
-    return [task for item in sent for task in (item.tasks if isinstance(item, FrameGroup) else (item,))
-            if isinstance(task, FrameTask)]
 
 
 def shared_names(sent) -> list[str]:
@@ -78,14 +72,18 @@ def test_inline_frames_go_through_shared_memory_with_the_serial_results_and_leav
     assert left_in_dev_shm(names) == [] and len(parallel.dask.segments) == 0
     assert 1 <= parallel.dask.segments.peak <= parallel.dask.max_in_flight
     assert parallel.parameters["dask"]["shared_memory"] is True
-    # the event page's 6 events came in one go: one task, their frames in one segment
+    # the event page's 6 events came in one go: one task, their frames in one segment (the
+    # step scans' events may go in groups too, if they came while the cluster was busy)
+    page_run = run_uids(raw)[1]
     groups = [item for item in sent if isinstance(item, FrameGroup)]
-    assert [len(group.tasks) for group in groups] == [6] and len(set(shared_names(groups))) == 1
+    [page] = [group for group in groups if group.run_uid == page_run]
+    assert [task.seq_num for task in page.tasks] == list(range(1, 7)) and len(set(shared_names([page]))) == 1
+    assert all(len(set(shared_names([group]))) == 1 for group in groups)
     # segments were written again within a run (and the results above are the serial ones):
     # at most max_in_flight made per run, the other events' frames went into free ones
     segments = parallel.dask.segments
     writes = [item for item in sent if shared_names([item])]  # an event's frames, or a group's
-    assert segments.made + segments.recycled == len(writes) == 8 + 1 + 6
+    assert segments.made + segments.recycled == len(writes) == 8 + 6 + 6 - sum(len(group.tasks) - 1 for group in groups)
     assert segments.made <= 3 * parallel.dask.max_in_flight
     assert len(set(names)) == segments.made < len(writes)
 
@@ -240,3 +238,19 @@ def test_a_local_clusters_workers_share_the_trackers_process_and_nothing_is_repo
     name = run.stdout.split()[-1]
     assert "KeyError" not in run.stderr and "leaked shared_memory" not in run.stderr, run.stderr[-3000:]
     assert left_in_dev_shm([name]) == []
+
+
+def test_a_free_segment_too_small_for_the_next_frames_is_unlinked_as_a_larger_one_is_made():
+    """Groups of frames of different sizes must not pile up segments: at most one per item in flight."""
+    pool = SharedSegments(keep=2)
+    small = [pool.share(np.ones((2, 50), np.uint16)) for _ in range(2)]
+    for ref in small:
+        pool.release(ref.name)
+    assert len(pool) == 2 and left_in_dev_shm([ref.name for ref in small]) == sorted(ref.name for ref in small)
+    large = pool.share(np.ones((8, 5000), np.uint16))
+    assert len(pool) == 2 and pool.peak == 2 and large.name not in {ref.name for ref in small}
+    assert len(left_in_dev_shm([ref.name for ref in small])) == 1  # one small one gone, the other still free
+    again = pool.share(np.ones((2, 50), np.uint16))  # fits the small one still free
+    assert again.name in {ref.name for ref in small} and pool.recycled == 1
+    pool.close()
+    assert left_in_dev_shm([ref.name for ref in [*small, large]]) == []
