@@ -20,7 +20,14 @@ one StreamDatum and one event per frame, as a step scan gives them: only referen
 ``HDF5 fly`` (a fly scan: one StreamDatum and one event page for every 50 frames, as a fast
 detector flushing its file gives them; the frames of one StreamDatum travel in tasks of 16,
 :class:`streamcrystal.graph.dask.GroupFrames`). Every mode must find the serial pipeline's
-peaks, or the run stops.
+peaks, or the run stops. A step scan's events given while the cluster is busy also travel in
+groups (:class:`~streamcrystal.graph.dask.GroupFrames`).
+
+One more mode, ``HDF5 no locate``, measures the client's own ceiling: the step scan of
+``HDF5``, the workers reading and processing each frame but finding no peaks
+(:func:`located_nothing`), so that the workers are no longer the limit on two cores: the
+events/s a client (and scheduler) can route, not an analysis rate. Its frames must all come
+back, each with no peak.
 
 ``--cluster cli`` starts ``dask scheduler`` and 2 ``dask worker`` processes from the command
 line on loopback (:mod:`benchmarks.cli_cluster`); ``--cluster tcp://host:port`` uses a running
@@ -41,6 +48,7 @@ import tempfile
 import threading
 import time
 
+import cloudpickle
 import numpy as np
 
 from benchmarks.bench_parallel import hdf5_documents, write_hdf5
@@ -64,6 +72,15 @@ def small_events(shape=SMALL, *, n_distinct: int = 4, n_spots: int = 12, seed: i
     events = [np.clip(mean + np.sqrt(mean) * rng.standard_normal((1, *shape)), 0, 65535).astype(np.uint16)
               for _ in range(n_distinct)]
     return events, np.full(shape, 100.0)
+
+
+def located_nothing(task, **locate_options):
+    """The workers' ``locate`` step of the ``HDF5 no locate`` mode: the processed frame's
+    result with no peak (``locate_step`` on an all-zero image), at a few microseconds."""
+    from streamcrystal.graph.steps import locate_step
+    from streamcrystal.records import replace
+
+    return locate_step(replace(task, image=np.zeros((1, 1))), **locate_options)
 
 
 def _loop_thread_id(client) -> int:
@@ -101,21 +118,25 @@ def _cpu_of(roles: dict) -> dict:
 
 
 def run_once(make_docs, background, *, client=None, profile: cProfile.Profile | None = None,
-             max_in_flight: int | None = None, cluster: dict | None = None):
+             max_in_flight: int | None = None, cluster: dict | None = None, work: dict | None = None):
     """Feed one run: (seconds, client process CPU s, loop thread CPU s, peaks per frame, the CPU s of
-    each role of ``cluster`` (:func:`_cluster_processes`))."""
+    each role of ``cluster`` (:func:`_cluster_processes`)); ``work``: the DaskFrames' steps."""
+    work = work or {}
     from streamcrystal import peak_tracking
 
-    bound = {} if client is None else {"max_in_flight": max_in_flight}
-    pipe = peak_tracking(DATA_KEY, subtrahend=background, search_range=20, client=client, **bound, **LOCATE)
+    from streamcrystal.graph.dask import DaskFrames
+
+    if client is not None:
+        client = DaskFrames(client, max_in_flight=max_in_flight, **work)
+    pipe = peak_tracking(DATA_KEY, subtrahend=background, search_range=20, client=client, **LOCATE)
     peaks = []
     pipe.nodes["frame_results"].sink(lambda result: peaks.append((result.seq_num, result.n_peaks)))
-    loop_id = _loop_thread_id(client) if client is not None else threading.get_native_id()
+    loop_id = _loop_thread_id(client.client) if client is not None else threading.get_native_id()
     docs = list(make_docs())
     if profile is not None:
         async def enable():
             profile.enable()
-        client.sync(enable)
+        client.client.sync(enable)
     roles0 = _cpu_of(cluster or {})
     cpu0, loop0, t0 = time.process_time(), _thread_cpu(loop_id), time.perf_counter()
     for name, doc in docs:
@@ -126,7 +147,7 @@ def run_once(make_docs, background, *, client=None, profile: cProfile.Profile | 
     if profile is not None:
         async def disable():
             profile.disable()
-        client.sync(disable)
+        client.client.sync(disable)
     pipe.close()
     return elapsed, cpu, loop, sorted(peaks), roles
 
@@ -155,6 +176,8 @@ def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_
     from streamcrystal.science.frames import process_frames
     from streamcrystal.science.peaks import locate
 
+    if __name__ != "__main__":  # the workers may not import this module: its located_nothing travels by value
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
     events, background = small_events(shape)
     locate(process_frames(events[0], background), **LOCATE)  # numba's compilation, outside the timings
     inline = lambda: raw_documents(events, n_events)  # noqa: E731
@@ -180,7 +203,9 @@ def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_
         modes = {"serial": lambda: run_once(inline, background),
                  "inline": lambda: run_once(inline, background, **on),
                  "HDF5": lambda: run_once(referenced, background, **on),
-                 "HDF5 fly": lambda: run_once(fly, background, **on)}
+                 "HDF5 fly": lambda: run_once(fly, background, **on),
+                 "HDF5 no locate": lambda: run_once(referenced, background, **on,
+                                                    work={"locate": located_nothing})}
         samples = {label: [] for label in modes}
         peaks = {}
         for _ in range(repeats):
@@ -188,7 +213,10 @@ def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_
                 elapsed, cpu, loop, peaks[label], roles = run()
                 samples[label].append((elapsed, cpu, loop, roles))
         for label in modes:
-            if peaks[label] != peaks["serial"]:
+            if label == "HDF5 no locate":
+                if peaks[label] != [(seq_num, 0) for seq_num, _ in peaks["serial"]]:
+                    raise RuntimeError(f"{label}: not every frame came back, each without peaks")
+            elif peaks[label] != peaks["serial"]:
                 raise RuntimeError(f"{label} found other peaks than the serial pipeline")
             rates = sorted(n_events / sample[0] for sample in samples[label])
             cpu_ms = statistics.median(1000 * sample[1] / n_events for sample in samples[label])
@@ -198,11 +226,11 @@ def measure(*, cluster: str = "local", n_events: int = 200, repeats: int = 3, n_
             total_ms = cpu_ms + sum(roles_ms.values())
             results[label] = {"events_per_s": statistics.median(rates), "range": (rates[0], rates[-1]),
                               "cpu_ms": cpu_ms, "loop_ms": loop_ms, "cluster_ms": roles_ms, "total_ms": total_ms}
-            say(f"  {label:<8} {results[label]['events_per_s']:7.1f} events/s ({rates[0]:.1f}-{rates[-1]:.1f})   "
+            say(f"  {label:<14} {results[label]['events_per_s']:7.1f} events/s ({rates[0]:.1f}-{rates[-1]:.1f})   "
                 f"client CPU {cpu_ms:5.2f} ms/event, of which its event-loop thread {loop_ms:5.2f} ms/event")
             if roles_ms:
                 cores = os.cpu_count() or 1
-                say(f"  {'':<8} CPU per event: client {cpu_ms:.2f} + "
+                say(f"  {'':<14} CPU per event: client {cpu_ms:.2f} + "
                     + " + ".join(f"{role} {ms:.2f}" for role, ms in roles_ms.items())
                     + f" = {total_ms:.2f} ms: at most {1000 * cores / total_ms:.0f} events/s on {cores} cores")
         if profile_path:
