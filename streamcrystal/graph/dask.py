@@ -10,8 +10,9 @@ worker; only the features come back)::
     (tasks, then                   (Dask)   (Dask:     (n)
      problems, stops)                       process, then locate)
 
-Small frames given in one go (a StreamDatum's, an event page's) go as one task per group
-(:class:`GroupFrames`), so their tasks' cost is shared.
+Small frames given in one go (a StreamDatum's, an event page's), or given while the cluster
+is busy (a step scan faster than the workers), go as one task per group (:class:`GroupFrames`),
+so their tasks' cost is shared.
 
 One task rather than one per step: each task costs the client a future (a message to the
 scheduler, its report, its release) and the scheduler and a worker a transition each, about
@@ -42,7 +43,8 @@ it again).
 
 The channel is bounded: at most ``max_in_flight`` items are between ``in_flight`` and the
 end of ``gather`` (``buffer`` holds ``max_in_flight - 2``, one is being gathered, one
-waits to enter the buffer), so a producer faster than the cluster waits in
+waits to enter the buffer), and ``group`` holds at most about two groups of small frames
+(``group_pixels`` each) waiting to enter, so a producer faster than the cluster waits in
 ``Pipeline.__call__`` and memory stays bounded. The graph runs on the client's event loop
 (a thread of a synchronous client), so ``pipe(name, doc)`` works from plain Python and
 from a RunEngine callback; at a stop it waits until the run is linked and mapped.
@@ -395,18 +397,28 @@ class GroupFrames(Stream):
                 finally:
                     self._release_refs(unit.metadata)
                 unit = None
-        except asyncio.CancelledError:  # the loop is closing: whoever waits is told
+        except asyncio.CancelledError:  # the loop is closing: whoever waits is let go
             self.drop([unit] if unit is not None else [])
             raise
         finally:
             self._pumping = False
 
     def drop(self, also=()) -> None:
-        """Give up the units still waiting (the pipeline is closed, or the loop is closing)."""
+        """Give up the units still waiting (the pipeline is closed, or the loop is closing).
+
+        Their callers are not cancelled (a ``CancelledError`` would go up through
+        ``Pipeline.__call__`` into a RunEngine): a producer held behind a group goes on, the
+        caller of an item sent alone gets :class:`~streamcrystal.errors.PipelineClosedError`,
+        which ``Pipeline.__call__`` logs.
+        """
         for unit in [*also, *self._units]:
-            for future in (unit.taken, unit.done):
-                if not future.done():
-                    future.cancel()
+            if not unit.taken.done():
+                unit.taken.set_result(None)
+            if not unit.done.done():
+                if unit.alone:
+                    unit.done.set_exception(PipelineClosedError())
+                else:
+                    unit.done.set_result(None)
             if unit in self._units:
                 self._release_refs(unit.metadata)
                 self.flight.unhold()
@@ -726,11 +738,12 @@ class DaskFrames:
         transfer. False: always Dask's transfer. True: like None, but logs a warning if no
         worker is on this host.
     group_pixels : int
-        Frames given in one go (the frames of one StreamDatum, or of an event page) travel
-        as one task of at most this many pixels (:class:`GroupFrames`): with small frames,
-        the cost of a task (a future, its messages, the scheduler's transitions) is shared
-        by the group. 0: one task per frame. Default 2**22 (sixteen 512 x 512 frames, one
-        2048 x 2048 frame; a Dexela's 3072 x 3888 frames always go one by one).
+        Frames given in one go (the frames of one StreamDatum, or of an event page), and
+        frames given while ``max_in_flight`` items are in flight, travel as one task of at
+        most this many pixels (:class:`GroupFrames`): with small frames, the cost of a task
+        (a future, its messages, the scheduler's transitions) is shared by the group. 0: one
+        task per frame. Default 2**22 (sixteen 512 x 512 frames, one 2048 x 2048 frame; a
+        Dexela's 3072 x 3888 frames always go one by one).
     """
 
     def __init__(self, client: Client, *, max_in_flight: int | None = None, process: Callable = process_step,

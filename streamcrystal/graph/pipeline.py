@@ -72,9 +72,11 @@ class Pipeline:
     ``streamcrystal``) with the run uid and ends up in the analysis run's stop document.
 
     With a Dask client (``peak_tracking(..., client=...)``) the call returns once the
-    document's frames are on the cluster (it waits while ``max_in_flight`` items are in
-    flight), and a stop returns once its run is linked and mapped; the graph, and the
-    callbacks subscribed to it, run on the client's event-loop thread.
+    document's frames are on the cluster, or queued to go there as one group with the small
+    frames that come while ``max_in_flight`` items are in flight (a full group makes it wait:
+    :class:`~streamcrystal.graph.dask.GroupFrames`); a stop returns once its run is linked
+    and mapped; the graph, and the callbacks subscribed to it, run on the client's event-loop
+    thread.
 
     With ``thread=True`` the call only queues the document (a few microseconds) and the
     graph runs on a thread of its own, in order; a full queue (``max_queued`` documents)
