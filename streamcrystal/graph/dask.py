@@ -318,8 +318,9 @@ class GroupFrames(Stream):
       segment free goes at once, alone, without waiting for company.
 
     A frame task returns to its caller once it is queued, unless a full group waits ahead of
-    it (the caller then waits for that group to enter the segment: at most about two groups'
-    pixels wait here). A stop, a problem, a frame with a problem and a task of more than half
+    it (the caller then waits for that group to enter the segment: besides the frames of the
+    document being given, which its caller holds anyway, at most about two groups' pixels
+    wait here). A stop, a problem, a frame with a problem and a task of more than half
     of ``max_pixels`` go alone, after everything before them, and their caller waits until
     they entered the segment (for a stop, ``Pipeline.__call__`` then waits until its run is
     linked). An error emitting a group nobody waits for is logged with its run uid and
