@@ -134,8 +134,9 @@ def catalog_writer(db, directory: str | Path | None = None) -> ArraysToHDF5:
     if directory is None:
         raw = raw_data_dir(db)
         if raw is None:
-            raise ValueError("a remote catalog needs a directory for the analysis arrays that its Tiled server can "
-                             "read (give directory=...)")
+            raise ValueError(f"the catalog at {db.v2.uri} is not an embedded one: give a directory for the analysis "
+                             "arrays that its Tiled server can read (catalog_writer(db, directory=...); "
+                             "streamcrystal serve --arrays-dir DIR)")
         directory = raw.parent / "analysis"
     return ArraysToHDF5(directory, analysis_inserter(db))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streamcrystal import load_pipeline
-from streamcrystal.storage.writeback import ArraysToHDF5
+from streamcrystal.storage.writeback import ArraysToHDF5, catalog_writer
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +79,13 @@ def test_arrays_are_written_once_max_pending_bytes_wait(tmp_path, analysis_docum
                 for descriptor, maps in written.items():
                     np.testing.assert_array_equal(file[descriptor]["map"][:], np.stack(maps))
     assert sum(map(len, written.values())) == len(_maps_in_order(analysis_documents)) and len(written) == 2
+
+
+def test_a_remote_catalog_without_an_arrays_directory_is_refused_naming_the_option():
+    """raw_data_dir(db) knows only this process's embedded servers: any other is remote."""
+    class Remote:
+        class v2:
+            uri = "http://beamline-tiled.example:8000/api/v1/runs"
+
+    with pytest.raises(ValueError, match=r"beamline-tiled.*directory=.*--arrays-dir DIR"):
+        catalog_writer(Remote())
