@@ -381,7 +381,6 @@ class GroupFrames(Stream):
         try:
             while self._units:
                 unit = self._units.popleft()
-                unit.open = False
                 unit.taken.set_result(None)
                 item = unit.item()
                 try:
@@ -420,9 +419,9 @@ class GroupFrames(Stream):
                     unit.done.set_exception(PipelineClosedError())
                 else:
                     unit.done.set_result(None)
-            if unit in self._units:
-                self._release_refs(unit.metadata)
-                self.flight.unhold()
+        for unit in self._units:  # not emitted: their references and their place in the count go
+            self._release_refs(unit.metadata)
+            self.flight.unhold()
         self._units.clear()
 
 
@@ -925,8 +924,14 @@ class DaskFrames:
         await self._look_for_hosts()
         if not self._hosts:
             return tuple(tasks)
+        if self._closed:  # a task still on its way to in_flight as the pipeline closed: it will not run
+            return tuple(tasks)
         try:
             shared = self.segments.share_many([tasks[k].frames for k in sharing])
+        except ValueError:
+            if self.segments.closed:  # closed meanwhile, from another thread
+                return tuple(tasks)
+            raise
         except OSError as err:
             if not getattr(self, "_share_failure_logged", False):
                 self._share_failure_logged = True

@@ -184,6 +184,8 @@ class SharedSegments:
         OSError
             The segment cannot be made: ``/dev/shm`` lacks room for it (a container's is often
             64 MB), or the system refuses. The caller sends the frames by Dask's transfer instead.
+        ValueError
+            :meth:`close` was called (before, or from another thread meanwhile): no segment is left.
         """
         [shared] = self.share_many([frames])
         return shared
@@ -201,6 +203,8 @@ class SharedSegments:
         [0, 0, 0, 0, 0]
         >>> pool.close()
         """
+        if self.closed:
+            raise ValueError("these shared memory segments are closed")
         arrays = [np.asarray(frames) for frames in arrays]
         offsets = np.cumsum([0] + [-(-frames.nbytes // 64) * 64 for frames in arrays])
         nbytes = max(1, int(offsets[-1]))
@@ -222,9 +226,14 @@ class SharedSegments:
             segment.unlink()
             raise
         with self._lock:
-            self._segments[name] = segment
-            self.made += 1
-            self.peak = max(self.peak, len(self._segments))
+            closed = self._stop.is_set()  # close() sets it before it releases every segment, under this lock
+            if not closed:
+                self._segments[name] = segment
+                self.made += 1
+                self.peak = max(self.peak, len(self._segments))
+        if closed:  # closed from another thread meanwhile: nothing may outlive close()
+            _unlink(segment)
+            raise ValueError("these shared memory segments are closed")
         if self._client is not None and self._watchdog is None:
             self._watchdog = threading.Thread(target=_watch, args=(weakref.ref(self), self._client, self._stop,
                                                                     self._watch_interval),
@@ -292,6 +301,11 @@ class SharedSegments:
         """Release every segment and stop the watchdog."""
         self._stop.set()
         self.release_all()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: no segment is made any more (``share`` raises ValueError)."""
+        return self._stop.is_set()
 
     def __len__(self) -> int:
         return len(self._segments)

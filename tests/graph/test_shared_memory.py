@@ -254,3 +254,14 @@ def test_a_free_segment_too_small_for_the_next_frames_is_unlinked_as_a_larger_on
     assert again.name in {ref.name for ref in small} and pool.recycled == 1
     pool.close()
     assert left_in_dev_shm([ref.name for ref in [*small, large]]) == []
+
+
+def test_closed_segments_refuse_new_frames_and_leave_nothing():
+    """A pipeline closed while a task is on its way to in_flight must not leave a segment behind."""
+    pool = SharedSegments(keep=2)
+    before = pool.share(np.ones((2, 50), np.uint16))
+    pool.close()
+    assert pool.closed and left_in_dev_shm([before.name]) == []
+    with pytest.raises(ValueError, match="closed"):
+        pool.share(np.ones((2, 50), np.uint16))
+    assert len(pool) == 0 and pool.made == 1
