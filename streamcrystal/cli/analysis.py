@@ -1,7 +1,9 @@
 """``streamcrystal demo | simulate | replay``: simulate a scan, map it, replay a stored run.
 
 Argument parsing and printing only; the work is in :mod:`streamcrystal.demo`,
-:mod:`streamcrystal.sim` and :mod:`streamcrystal.storage.replay`.
+:mod:`streamcrystal.sim` and :mod:`streamcrystal.storage.replay`, imported by the command that
+runs it: building the parser imports nothing heavy, so ``streamcrystal --help`` and the
+commands that need neither trackpy, numba, Dask nor the RunEngine start without loading them.
 """
 from __future__ import annotations
 
@@ -10,13 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-from ..demo import demo
-from ..graph.cluster import dashboard_link, make_client
-from ..graph.files import load_pipeline
-from ..sim import simulate_scan
-from ..storage.catalog import raw_data_dir
-from ..storage.replay import replay
-from ..views.progress import LiveProgress
 from . import options
 
 __all__ = ["add_commands"]
@@ -70,6 +65,9 @@ def add_commands(commands) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    from ..sim import simulate_scan
+    from ..storage.catalog import raw_data_dir
+
     db, where = options.open_catalog(args)
     write_dir = raw_data_dir(db)
     if write_dir is None:
@@ -87,6 +85,11 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    from ..graph.cluster import dashboard_link, make_client
+    from ..graph.files import load_pipeline
+    from ..storage.replay import replay
+    from ..views.progress import LiveProgress
+
     overrides = {key: value for key, value in [("minmass", args.minmass), ("maxsize", args.maxsize),
                                                ("min_frames", args.min_frames)] if value is not None}
     overrides.update(options.subtrahend(args))
@@ -111,6 +114,8 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from ..demo import demo
+
     t0 = time.perf_counter()
     report = demo(
         args.output, grid_shape=args.grid, detector_shape=args.detector, frames_per_point=args.frames,

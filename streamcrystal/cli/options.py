@@ -8,8 +8,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from ..storage.catalog import catalog, default_catalog_path
 
 __all__ = ["HelpFormatter", "shape", "param", "add_catalog", "open_catalog", "catalog_flags", "catalog_call",
@@ -128,6 +126,8 @@ def add_subtrahend(parser: argparse.ArgumentParser) -> None:
 
 def subtrahend(args: argparse.Namespace) -> dict:
     """``{"subtrahend": array}`` for ``make_pipeline`` if ``--subtrahend`` was given (never unpickled)."""
+    import numpy as np
+
     return {} if args.subtrahend is None else {"subtrahend": np.load(args.subtrahend, allow_pickle=False)}
 
 

@@ -1,7 +1,8 @@
 """``streamcrystal serve | proxy | publish | spool``: the pipeline served over 0MQ, and its spool.
 
 Argument parsing and printing only; the work is in :mod:`streamcrystal.serve` and
-:mod:`streamcrystal.storage`.
+:mod:`streamcrystal.storage`, imported by the command that runs it (``proxy`` loads 0MQ and
+bluesky's proxy, not the pipeline's science; ``--help`` loads nothing heavy).
 """
 from __future__ import annotations
 
@@ -10,15 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..graph.cluster import dashboard_link, make_client
-from ..graph.files import load_pipeline
-from ..serve.server import Server
-from ..serve.transport import make_proxy, publish_documents, reuse_freed_memory
-from ..serve.wire import deserializer, serializer
 from ..storage.catalog import default_catalog_path
-from ..storage.jsonl import JsonlWriter, read_documents
-from ..storage.spool import default_spool_dir, flush_spool, spooled_runs
-from ..storage.writeback import analysis_inserter, results_writer
 from . import options
 
 __all__ = ["add_commands"]
@@ -102,6 +95,14 @@ def _where(args) -> str:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from ..graph.cluster import dashboard_link, make_client
+    from ..graph.files import load_pipeline
+    from ..serve.server import Server
+    from ..serve.transport import reuse_freed_memory
+    from ..serve.wire import deserializer
+    from ..storage.spool import default_spool_dir
+    from ..storage.writeback import results_writer
+
     reuse_freed_memory()
     db = None if args.jsonl is not None else options.open_catalog(args)[0]
     spool_dir = args.spool_dir if args.spool_dir is not None else default_spool_dir()
@@ -140,6 +141,8 @@ def _interrupt(signum, frame):
 
 
 def run_proxy(args: argparse.Namespace) -> int:
+    from ..serve.transport import make_proxy, reuse_freed_memory
+
     signal.signal(signal.SIGTERM, _interrupt)  # stop like SIGINT: sockets closed, exit status 0
     reuse_freed_memory()
     proxy = make_proxy(args.in_port, args.out_port, bind_all=args.bind_all, high_water_mark=args.high_water_mark)
@@ -152,6 +155,8 @@ def run_proxy(args: argparse.Namespace) -> int:
 
 
 def _stored_documents(args):
+    from ..storage.jsonl import read_documents
+
     if args.jsonl is not None:
         return read_documents(args.jsonl)
     if args.uid is None:
@@ -162,6 +167,9 @@ def _stored_documents(args):
 
 
 def run_publish(args: argparse.Namespace) -> int:
+    from ..serve.transport import publish_documents
+    from ..serve.wire import serializer
+
     counts = publish_documents(_stored_documents(args), args.address, prefix=args.prefix.encode(),
                                serializer=serializer("pickle" if args.pickle else "msgpack"), settle=args.settle)
     summary = ", ".join(f"{n} {name}" for name, n in counts.items())
@@ -170,6 +178,10 @@ def run_publish(args: argparse.Namespace) -> int:
 
 
 def run_spool(args: argparse.Namespace) -> int:
+    from ..storage.jsonl import JsonlWriter
+    from ..storage.spool import default_spool_dir, flush_spool, spooled_runs
+    from ..storage.writeback import analysis_inserter
+
     spool_dir = args.spool_dir if args.spool_dir is not None else default_spool_dir()
     if args.action == "list":
         paths = spooled_runs(spool_dir)

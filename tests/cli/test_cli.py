@@ -53,3 +53,25 @@ def test_pipeline_files_are_found_by_name_from_any_folder_and_overridden(tmp_pat
     assert load_pipeline("seed_server").SERVE["prefix"] == "raw"  # the installed one, still found
     with pytest.raises(PipelineFileError, match="STREAMCRYSTAL_PIPELINES"):
         load_pipeline("no_such_pipeline")
+
+
+def test_help_and_the_parser_load_none_of_the_heavy_libraries(tmp_path):
+    """`streamcrystal --help` (and every command's parsing) imports no science, cluster, catalog
+    or RunEngine library: each command imports its work when it runs (6 s of imports before)."""
+    import subprocess
+    import sys
+
+    heavy = ["trackpy", "numba", "dask", "distributed", "bluesky", "tiled", "streamz", "ophyd", "zmq", "h5py"]
+    code = ("import sys\n"
+            "from streamcrystal.cli.main import build_parser\n"
+            "parser = build_parser()\n"
+            "parser.format_help()\n"
+            "for command in parser._actions[-1].choices.values():\n"
+            "    command.format_help()\n"
+            f"print(' '.join(name for name in {heavy!r} if name in sys.modules))\n")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout.split()
+    assert loaded == []
+    # and the check itself sees those imports: the command modules of the work do load them
+    code = code.replace("from streamcrystal.cli.main import build_parser", "import streamcrystal.demo\nfrom streamcrystal.cli.main import build_parser")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout.split()
+    assert {"trackpy", "bluesky"} <= set(loaded)
