@@ -1,5 +1,6 @@
 """The layout holds its rules: imports point down (import-linter's contracts in pyproject.toml),
-the package's own imports sit at the top of each module, and only the command line prints."""
+the package's own imports sit at the top of each module (the commands' modules excepted), and
+only the command line prints."""
 from __future__ import annotations
 
 import ast
@@ -22,8 +23,12 @@ def test_import_linter_contracts_are_kept():
 
 
 def test_the_package_imports_its_own_modules_at_the_top_of_each_module():
+    """Except the command line's commands, which import their work when they run, so that
+    parsing (``--help``) loads no science, cluster or catalog library (tests/cli/test_cli.py)."""
     inside = []
     for path in modules():
+        if path.parent.name == "cli" and path.name in ("analysis.py", "serving.py", "options.py"):
+            continue
         for function in ast.walk(ast.parse(path.read_text())):
             if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 inside += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}" for node in ast.walk(function)
