@@ -7,6 +7,7 @@ prints it.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .storage.writeback import catalog_writer
 from .views.plot import plot_grains, plot_maps
 from .views.progress import LiveProgress
 
-__all__ = ["DemoReport", "demo", "match_grains"]
+__all__ = ["DemoReport", "demo", "match_grains", "sample_parameters", "replay_flags"]
 
 
 @dataclass
@@ -42,6 +43,7 @@ class DemoReport:
     grains: list[GrainMatch] = field(default_factory=list)
     n_grains_found: int = 0
     files: list[Path] = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)
 
     @property
     def raw_uid(self) -> str:
@@ -93,7 +95,8 @@ def demo(
     """Simulate, map live, write figures and tables to ``output``; returns a :class:`DemoReport`.
 
     ``output`` gets ``crystal_maps.png`` (one map per Bragg peak), ``grains.png`` (the
-    grain-label map and one map per grain), ``pipeline.png`` and the tables as CSV.
+    grain-label map and one map per grain), ``pipeline.png``, the tables as CSV and
+    ``background.npy``, the background subtracted (for ``streamcrystal replay --subtrahend``).
 
     The pipeline is ``pipelines/peak_tracking.py`` (the seed's parameters, ``memory="grid"``)
     with three choices a user makes for a sample: ``minmass`` (default: twice the strongest
@@ -116,13 +119,8 @@ def demo(
     empty_row, empty_col = np.argwhere(rod.truth.empty)[0]
     background = rod.frames(int(empty_row), int(empty_col), np.random.default_rng(seed + 1))
     pipeline_file = load_pipeline(pipeline)
-    if minmass is None:
-        parameters = getattr(pipeline_file, "PARAMETERS", {})
-        if "diameter" not in parameters:
-            raise ValueError(f"pipeline {pipeline!r} has no PARAMETERS['diameter'] to estimate minmass from; "
-                             "give minmass (--minmass) explicitly")
-        minmass = default_minmass(rod, parameters)
-    pipe = pipeline_file.make_pipeline(subtrahend=background, minmass=minmass, maxsize=maxsize, min_frames=min_frames)
+    chosen = sample_parameters(rod, pipeline_file, minmass=minmass, maxsize=maxsize, min_frames=min_frames)
+    pipe = pipeline_file.make_pipeline(subtrahend=background, **chosen)
     live = LiveProgress(total=grid_shape[0] * grid_shape[1], disable=not progress, desc="grid points", pipeline=pipe)
     pipe.subscribe(live)
     db = catalog(catalog_path, uri=uri, api_key=api_key)
@@ -136,7 +134,8 @@ def demo(
     elapsed = time.perf_counter() - t0
     results = pipe.results(raw_uid)
 
-    files = []
+    files = [output / "background.npy"]  # the background subtracted: `replay --subtrahend` gives the same answer
+    np.save(files[0], background)
     for name, table in [("features", results.features), ("tracks", results.tracks), ("frames", results.frames),
                         ("particles", results.particles)]:
         path = output / f"{name}.csv"
@@ -163,7 +162,43 @@ def demo(
                             {int(g): results.grain_maps.sel(grain=g).values for g in results.grain_maps["grain"].values}),
         n_grains_found=int(results.grain_maps.sizes["grain"]),
         files=files,
+        parameters=chosen,
     )
+
+
+def sample_parameters(rod, pipeline_file, *, minmass: float | None = None, maxsize: float | None = 3.0,
+                      min_frames: int = 3) -> dict:
+    """The demo's three choices for the simulated sample, as ``make_pipeline`` overrides.
+
+    ``minmass`` defaults to :func:`default_minmass` (from ``pipeline_file.PARAMETERS['diameter']``).
+    ``streamcrystal replay`` of the same scan gives the demo's answer with these values.
+
+    Raises
+    ------
+    ValueError
+        If ``minmass`` is None and the pipeline file has no ``PARAMETERS['diameter']``.
+    """
+    if minmass is None:
+        parameters = getattr(pipeline_file, "PARAMETERS", {})
+        if "diameter" not in parameters:
+            raise ValueError(f"pipeline {pipeline_file.__name__!r} has no PARAMETERS['diameter'] to estimate minmass "
+                             "from; give minmass (--minmass) explicitly")
+        minmass = default_minmass(rod, parameters)
+    return {"minmass": float(minmass), "maxsize": maxsize, "min_frames": min_frames}
+
+
+def replay_flags(parameters: Mapping) -> str:
+    """``sample_parameters`` as ``streamcrystal replay`` options.
+
+    Examples
+    --------
+    >>> replay_flags({"minmass": 405.4712, "maxsize": 3.0, "min_frames": 3})
+    '--minmass 405.47 --maxsize 3.0 --min-frames 3'
+    >>> replay_flags({"minmass": 405.0, "maxsize": None, "min_frames": 3})
+    '--minmass 405.0 --maxsize 0 --min-frames 3'
+    """
+    maxsize = parameters["maxsize"] or 0
+    return f"--minmass {round(parameters['minmass'], 2)} --maxsize {maxsize} --min-frames {parameters['min_frames']}"
 
 
 def default_minmass(rod, parameters) -> float:

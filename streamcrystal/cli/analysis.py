@@ -54,7 +54,8 @@ def add_commands(commands) -> None:
     options.add_run(parser)
     options.add_pipeline(parser)
     parser.add_argument("--minmass", type=float, default=None, help="trackpy minmass (default: the pipeline file's)")
-    parser.add_argument("--maxsize", type=float, default=None, help="trackpy maxsize (default: the pipeline file's)")
+    parser.add_argument("--maxsize", type=float, default=None,
+                        help="trackpy maxsize (default: the pipeline file's); 0 keeps all")
     parser.add_argument("--min-frames", type=int, default=None, help="map only particles seen on at least this many grid points")
     options.add_subtrahend(parser)
     options.add_cluster(parser)
@@ -65,7 +66,9 @@ def add_commands(commands) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from ..sim import simulate_scan
+    from ..demo import replay_flags, sample_parameters
+    from ..graph.files import load_pipeline
+    from ..sim import CrystalRod, simulate_scan
     from ..storage.catalog import raw_data_dir
 
     db, where = options.open_catalog(args)
@@ -78,9 +81,12 @@ def run_simulate(args: argparse.Namespace) -> int:
         grid_shape=args.grid, detector_shape=args.detector, frames_per_point=args.frames, n_grains=args.grains,
         seed=args.seed, dark_frames=args.dark_frames, write_dir=write_dir, callbacks=[db.insert],
     )
+    # the demo's choices for this sample (the same rod: same shapes and seed), for the hint
+    rod = CrystalRod(args.grid, args.detector, frames_per_point=args.frames, n_grains=args.grains, seed=args.seed)
+    flags = replay_flags(sample_parameters(rod, load_pipeline("peak_tracking")))
     print(uid)
     print(f"stored in {where}: {args.grid[0]} x {args.grid[1]} grid points, {len(truth.grains)} grains; "
-          f"analyse it with: streamcrystal replay {uid}{options.catalog_flags(args)}", file=sys.stderr)
+          f"analyse it with: streamcrystal replay {uid}{options.catalog_flags(args)} {flags}", file=sys.stderr)
     return 0
 
 
@@ -92,15 +98,18 @@ def run_replay(args: argparse.Namespace) -> int:
 
     overrides = {key: value for key, value in [("minmass", args.minmass), ("maxsize", args.maxsize),
                                                ("min_frames", args.min_frames)] if value is not None}
+    if overrides.get("maxsize") == 0:
+        overrides["maxsize"] = None  # 0 keeps all, as in demo
     overrides.update(options.subtrahend(args))
-    db, where = options.open_catalog(args)
+    pipeline_file = load_pipeline(args.pipeline)  # a wrong name fails before the catalog starts
+    db, where = options.open_catalog(args, existing=True)
     client = None
     if args.cluster:
         client = overrides["client"] = make_client(args.cluster)
         print(f"Dask cluster {args.cluster}: {len(client.nthreads())} workers, dashboard "
               f"{dashboard_link(client) or '(not served)'}", file=sys.stderr)
     try:
-        pipe = load_pipeline(args.pipeline).make_pipeline(**overrides)
+        pipe = pipeline_file.make_pipeline(**overrides)
         progress = LiveProgress(disable=args.no_progress, desc=f"replay {args.uid[:8]}")
         report = replay(db, options.run_key(args.uid), pipe, write=not args.no_write, callbacks=[progress])
     except KeyError as err:
@@ -114,7 +123,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..demo import demo
+    from ..demo import demo, replay_flags
 
     t0 = time.perf_counter()
     report = demo(
@@ -125,8 +134,11 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     flags = options.catalog_flags(args)
+    pipeline_flag = "" if args.pipeline == "peak_tracking" else f" --pipeline {args.pipeline}"
     print("next:\n"
-          f"  streamcrystal replay {report.raw_uid}{flags}      # analyse the stored scan again (a new analysis run)\n"
+          f"  streamcrystal replay {report.raw_uid}{flags}{pipeline_flag} {replay_flags(report.parameters)} "
+          f"--subtrahend {args.output / 'background.npy'}"
+          "      # analyse the stored scan again, the demo's parameters (a new analysis run)\n"
           f"  streamcrystal publish {report.raw_uid}{flags}     # send it to a 'streamcrystal serve' over 0MQ\n"
           f"  python -c \"import streamcrystal as sc; print(sc.load_results(sc.catalog({options.catalog_call(args)}), "
           f"'{report.raw_uid}').maps)\"   # the stored results as pandas/xarray")

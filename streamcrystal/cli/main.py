@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("distributed").propagate = False
     try:
         return args.run(args)
-    except (ValueError, ConnectionError, FileNotFoundError) as err:
+    except (ValueError, ConnectionError, FileNotFoundError, NotADirectoryError) as err:
         if args.verbose:
             raise
         print(f"error: {err}", file=sys.stderr)

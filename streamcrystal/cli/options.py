@@ -61,7 +61,7 @@ def param(text: str) -> tuple[str, object]:
         return key, value
 
 
-def add_catalog(parser: argparse.ArgumentParser, *, jsonl_help: str | None = None) -> None:
+def add_catalog(parser: argparse.ArgumentParser, *, jsonl_help: str | None = None, jsonl_metavar: str = "DIR") -> None:
     """``--catalog PATH | --uri URI`` (or, with ``jsonl_help``, ``--jsonl DIR`` instead), ``--api-key``."""
     group = parser.add_argument_group("where runs are stored")
     where = group.add_mutually_exclusive_group()
@@ -70,14 +70,21 @@ def add_catalog(parser: argparse.ArgumentParser, *, jsonl_help: str | None = Non
                             "data directory)")
     where.add_argument("--uri", default=None, help="an existing Tiled server instead, e.g. http://localhost:8000")
     if jsonl_help is not None:
-        where.add_argument("--jsonl", type=Path, default=None, metavar="DIR", help=jsonl_help)
+        where.add_argument("--jsonl", type=Path, default=None, metavar=jsonl_metavar, help=jsonl_help)
     group.add_argument("--api-key", default=None, help="the Tiled server's API key (default: $TILED_API_KEY)")
 
 
-def open_catalog(args: argparse.Namespace):
-    """``(db, where)``: the catalog of ``--catalog``/``--uri`` and how to name it."""
-    db = catalog(args.catalog, uri=args.uri, api_key=args.api_key)
-    return db, args.uri or (args.catalog or default_catalog_path())
+def open_catalog(args: argparse.Namespace, *, existing: bool = False):
+    """``(db, where)``: the catalog of ``--catalog``/``--uri`` and how to name it.
+
+    With ``existing``, for commands that read runs, an embedded catalog must be there already
+    (FileNotFoundError) rather than made anew: a mistyped ``--catalog`` is not an empty catalog.
+    """
+    where = args.uri or (args.catalog or default_catalog_path())
+    if existing and not args.uri and not (Path(where) / "catalog.db").is_file():
+        raise FileNotFoundError(f"no catalog in {where} (catalog.db not found): check --catalog, or store runs "
+                                "there first (streamcrystal simulate, demo)")
+    return catalog(args.catalog, uri=args.uri, api_key=args.api_key), where
 
 
 def catalog_flags(args: argparse.Namespace) -> str:

@@ -27,8 +27,8 @@ def add_commands(commands) -> None:
         "serve", help="process the documents a 0MQ proxy publishes, run after run",
         description=("Subscribe a pipeline to a 0MQ proxy (bluesky's RemoteDispatcher) and write its analysis runs; "
                      "prints one line per run. Keeps running across bad messages and failed runs; SIGINT/SIGTERM "
-                     "stop it after closing the runs in progress. If the catalog cannot be reached, results are "
-                     "spooled to --spool-dir and retried. " + _SECURITY),
+                     "stop it after closing the runs in progress. The catalog must be reachable at start; if it cannot be "
+                     "reached later, results are spooled to --spool-dir and retried. " + _SECURITY),
         formatter_class=options.HelpFormatter)
     options.add_pipeline(parser, positional=True)
     parser.add_argument("--address", default=None,
@@ -67,12 +67,14 @@ def add_commands(commands) -> None:
 
     parser = commands.add_parser(
         "publish", help="replay a stored run to a 0MQ proxy (bluesky's Publisher)",
-        description="Publish the documents of a stored run (external data filled) as a RunEngine would. " + _SECURITY,
+        description="Publish the documents of a stored raw run as a RunEngine would; frames in external files stay "
+                    "there (the server reads them). " + _SECURITY,
         formatter_class=options.HelpFormatter)
     options.add_run(parser, optional=True)
     parser.add_argument("--address", default="localhost:5567", help="the proxy's inbound address HOST:PORT")
     parser.add_argument("--prefix", default="raw", help="prefix of the published messages")
-    options.add_catalog(parser, jsonl_help="publish the documents of a JSON-lines FILE instead of a catalog run")
+    options.add_catalog(parser, jsonl_help="publish the documents of a JSON-lines FILE instead of a catalog run",
+                        jsonl_metavar="FILE")
     parser.add_argument("--settle", type=float, default=0.5,
                         help="seconds between connecting and publishing (0MQ drops what is sent before the proxy subscribes)")
     parser.add_argument("--pickle", action="store_true", help="send pickled documents (for old servers; unsafe)")
@@ -82,10 +84,16 @@ def add_commands(commands) -> None:
         "spool", help="list or insert the analysis runs spooled while the catalog was away",
         description="The spool: analysis runs a server could not insert into the catalog.",
         formatter_class=options.HelpFormatter)
-    parser.add_argument("action", choices=["list", "flush"])
+    parser.add_argument("action", choices=["list", "flush"],
+                        help="list: the spooled runs' journals; flush: insert them into the catalog (or --jsonl)")
     parser.add_argument("--spool-dir", type=Path, default=None, help="default $STREAMCRYSTAL_SPOOL or the user data dir")
     options.add_catalog(parser, jsonl_help="flush into DIR/<uid>.jsonl files instead of a catalog")
     parser.set_defaults(run=run_spool)
+
+
+def _plural(n: int, noun: str) -> str:
+    """``"1 run"``, ``"2 runs"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _where(args) -> str:
@@ -104,6 +112,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..storage.writeback import results_writer
 
     reuse_freed_memory()
+    module = load_pipeline(args.pipeline)  # a wrong name fails before the catalog starts
     db = None if args.jsonl is not None else options.open_catalog(args)[0]
     spool_dir = args.spool_dir if args.spool_dir is not None else default_spool_dir()
     chain = results_writer(db, jsonl=args.jsonl, spool_dir=spool_dir, arrays_dir=args.arrays_dir,
@@ -116,7 +125,6 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.cluster:
         overrides["client"] = make_client(args.cluster)
         print(f"Dask cluster {args.cluster}: dashboard {dashboard_link(overrides['client']) or '(not served)'}", flush=True)
-    module = load_pipeline(args.pipeline)
     pipeline = module.make_pipeline(**overrides)
     where = {**_SERVE_DEFAULTS, **getattr(module, "SERVE", {})}
     address = args.address or where["address"]
@@ -129,7 +137,8 @@ def run_serve(args: argparse.Namespace) -> int:
           f"{'pickle' if args.pickle else 'msgpack'}) -> {chain.destination}", flush=True)
     report = server.run()
     closed = f", {len(report.closed_early)} closed early" if report.closed_early else ""
-    print(f"stopped ({report.stopped_by}): {len(report.runs)} runs{closed}, {report.dropped} messages dropped", flush=True)
+    print(f"stopped ({report.stopped_by}): {_plural(len(report.runs), 'run')}{closed}, "
+          f"{_plural(report.dropped, 'message')} dropped", flush=True)
     for path in report.spooled:
         print(f"results waiting in the spool: {path} (insert with `streamcrystal spool flush`)", flush=True)
     chain.close_destination()
@@ -144,13 +153,15 @@ def run_proxy(args: argparse.Namespace) -> int:
     from ..serve.transport import make_proxy, reuse_freed_memory
 
     signal.signal(signal.SIGTERM, _interrupt)  # stop like SIGINT: sockets closed, exit status 0
+    # a shell starts background jobs of a script with SIGINT ignored: Ctrl-C and kill -INT stop it all the same
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     reuse_freed_memory()
     proxy = make_proxy(args.in_port, args.out_port, bind_all=args.bind_all, high_water_mark=args.high_water_mark)
     print(f"proxy: publishers -> {proxy.in_port}, servers <- {proxy.out_port}", flush=True)
     try:
         proxy.start()
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt as interrupt:
+        print(f"proxy stopped ({interrupt or 'SIGINT'})", flush=True)
     return 0
 
 
@@ -161,9 +172,16 @@ def _stored_documents(args):
         return read_documents(args.jsonl)
     if args.uid is None:
         raise SystemExit("streamcrystal publish: give the UID of a run (or --jsonl FILE)")
-    db, _ = options.open_catalog(args)
+    db, where = options.open_catalog(args, existing=True)
+    try:
+        header = db[options.run_key(args.uid)]
+    except KeyError as err:
+        raise ValueError(f"no run {args.uid!r} in the catalog {where}: {err}") from None
+    if "analysis_stage" in header.start:
+        raise ValueError(f"run {header.start['uid']} is an analysis run ({header.start['analysis_stage']}) of raw run "
+                         f"{header.start.get('raw_uid')}: publish the raw run")
     # as stored: frames in external files stay there (StreamResource/Resource), the server reads them
-    return ((name, dict(doc)) for name, doc in db[options.run_key(args.uid)].documents(fill=False))
+    return ((name, dict(doc)) for name, doc in header.documents(fill=False))
 
 
 def run_publish(args: argparse.Namespace) -> int:
@@ -187,7 +205,10 @@ def run_spool(args: argparse.Namespace) -> int:
         paths = spooled_runs(spool_dir)
         for path in paths:
             print(path)
-        print(f"{len(paths)} analysis runs spooled in {spool_dir}", file=sys.stderr)
+        print(f"{_plural(len(paths), 'analysis run')} spooled in {spool_dir}", file=sys.stderr)
+        return 0
+    if not spooled_runs(spool_dir):
+        print(f"nothing to flush: no analysis runs spooled in {spool_dir}", file=sys.stderr)
         return 0
     insert = JsonlWriter(args.jsonl) if args.jsonl is not None else analysis_inserter(options.open_catalog(args)[0])
     report = flush_spool(spool_dir, insert)

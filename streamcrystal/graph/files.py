@@ -52,9 +52,11 @@ def load_pipeline(name_or_path: str | os.PathLike) -> ModuleType:
         searched = [d / f"{Path(name_or_path).stem}.py" for d in pipeline_dirs()]
         found = [path for path in searched if path.exists()]
         if not found:
+            names = sorted({path.stem for d in pipeline_dirs() for path in d.glob("*.py") if not path.stem.startswith("_")})
             raise PipelineFileError(
                 f"no pipeline file {str(name_or_path)!r}; give a path to a .py file or a name found in "
-                f"{[str(d) for d in pipeline_dirs()]} (add directories with $STREAMCRYSTAL_PIPELINES)"
+                f"{[str(d) for d in pipeline_dirs()]}: {', '.join(names) or 'none'} (add directories with "
+                "$STREAMCRYSTAL_PIPELINES)"
             )
         candidate = found[0]
     spec = importlib.util.spec_from_file_location(f"streamcrystal_pipeline_{candidate.stem}", candidate)

@@ -70,6 +70,9 @@ class EmbeddedTiled:
         # tiled's app logger prints its version at INFO through a handler of its own
         logging.getLogger("tiled.server.app").setLevel(logging.WARNING)
         self.directory = Path(directory).expanduser().resolve()
+        if self.directory.exists() and not self.directory.is_dir():
+            raise NotADirectoryError(f"the catalog {self.directory} is a file: a catalog is a directory "
+                                     "(a new one is made where none exists)")
         (self.directory / "data" / "raw").mkdir(parents=True, exist_ok=True)
         self.api_key = secrets.token_hex(16)
         _init_once(self.directory / "catalog.db")
@@ -227,6 +230,13 @@ def catalog(path: str | os.PathLike | None = None, *, uri: str | None = None, ap
     databroker.Broker
         ``db.insert(name, doc)`` writes through bluesky's ``TiledWriter``; ``db[uid]`` and
         ``db[-1]`` are headers; ``db.v2`` is the Tiled client of the runs.
+
+    Raises
+    ------
+    NotADirectoryError
+        If ``path`` is a file.
+    ConnectionError
+        If the server at ``uri`` cannot be reached.
 
     Examples
     --------

@@ -75,3 +75,25 @@ def test_help_and_the_parser_load_none_of_the_heavy_libraries(tmp_path):
     code = code.replace("from streamcrystal.cli.main import build_parser", "import streamcrystal.demo\nfrom streamcrystal.cli.main import build_parser")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout.split()
     assert {"trackpy", "bluesky"} <= set(loaded)
+
+
+def test_a_mistyped_pipeline_names_the_ones_there_are(capsys):
+    from streamcrystal.cli.main import main
+
+    assert main(["replay", "abc", "--pipeline", "peak_trackin"]) == 2  # before any catalog is opened
+    err = capsys.readouterr().err
+    assert "no pipeline file 'peak_trackin'" in err and "peak_tracking, seed_server" in err
+
+
+def test_serve_into_a_file_is_one_line_of_error(tmp_path):
+    import subprocess
+    import sys
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a catalog")
+    done = subprocess.run([sys.executable, "-m", "streamcrystal", "serve", "seed_server", "--catalog", str(a_file),
+                           "--spool-dir", str(tmp_path / "spool")], capture_output=True, text=True, timeout=300,
+                          check=False, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: the catalog {a_file} is a file: a catalog is a directory "
+                                                "(a new one is made where none exists)"]

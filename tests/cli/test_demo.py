@@ -130,7 +130,7 @@ def test_demo_command_maps_every_grain_and_writes_its_files(tmp_path):
     assert len({g[1] for g in grains}) == 2 and all(g[2] == g[3] and g[4] == "0" for g in grains)  # ... exactly
     assert min(float(g[5]) for g in grains) >= 0.9
     for name in ("features.csv", "tracks.csv", "frames.csv", "particles.csv", "crystal_maps.png", "grains.png",
-                 "pipeline.png"):
+                 "pipeline.png", "background.npy"):
         assert (output / name).stat().st_size > 0, name
     import matplotlib.image
 
@@ -149,6 +149,18 @@ def test_demo_command_maps_every_grain_and_writes_its_files(tmp_path):
     tracks = pd.read_csv(output / "tracks.csv")
     np.testing.assert_allclose(stored.tracks[["y", "x", "mass"]].to_numpy(), tracks[["y", "x", "mass"]].to_numpy())
     assert stored.maps.sizes["particle"] == len(pd.read_csv(output / "particles.csv"))
+    # the replay command it prints analyses the stored scan again with the demo's parameters and
+    # background: the same peaks
+    command = re.search(r"^  streamcrystal (replay .*?)\s+#", done.stdout, re.MULTILINE).group(1).split()
+    replayed = run_cli(*command, "--no-progress")
+    assert replayed.returncode == 0, replayed.stderr
+    from streamcrystal.storage.writeback import analysis_runs
+
+    db = sc.catalog(tmp_path / "catalog")
+    assert len(analysis_runs(db, raw_uid)) == 2
+    again = sc.load_results(db, raw_uid)  # the newest: the replay's
+    np.testing.assert_allclose(again.features[["y", "x", "mass"]].to_numpy(), stored.features[["y", "x", "mass"]].to_numpy())
+    assert again.maps.sizes["particle"] == stored.maps.sizes["particle"]
 
 
 def test_live_map_sums_the_peak_intensity_of_each_grid_point(live_scan):

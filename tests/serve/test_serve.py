@@ -271,7 +271,7 @@ def test_sigterm_closes_the_run_in_progress_and_exits_cleanly(tmp_path, scans, e
         want = streams(expected[uid])["features"]
         pd.testing.assert_frame_equal(got["features"], want[want.frame <= 12], check_dtype=False)
         assert f"run {uid}: 12 events" in server.stdout() and "[abort]" in server.stdout()
-        assert "stopped (SIGTERM): 1 runs, 1 closed early" in server.stdout()
+        assert "stopped (SIGTERM): 1 run, 1 closed early" in server.stdout()
     finally:
         chain.close()
 
@@ -428,7 +428,7 @@ def test_spool_commands_list_and_flush(tmp_path, capsys):
     append_documents(spool / "a1.jsonl", [("start", {"uid": "a1", "time": 1.0}), ("stop", {"uid": "s", "run_start": "a1"})])
     assert main(["spool", "list", "--spool-dir", str(spool)]) == 0
     out = capsys.readouterr()
-    assert str(spool / "a1.jsonl") in out.out and "1 analysis runs spooled" in out.err
+    assert str(spool / "a1.jsonl") in out.out and "1 analysis run spooled" in out.err
     assert main(["spool", "flush", "--spool-dir", str(spool), "--jsonl", str(tmp_path / "out")]) == 0
     line = capsys.readouterr().out
     assert line.startswith(f"inserted analysis run a1 into {tmp_path / 'out'}/ as ")

@@ -118,6 +118,34 @@ def test_unknown_raw_run_says_how_to_make_an_analysis(stored):
         sc.load_results(db, "no-such-run")
 
 
+def test_publish_and_replay_name_what_they_cannot_send(stored, catalog_dir, capsys):
+    """A uid not in the catalog, and an analysis run (publish sends raw runs, as replay
+    analyses them): one line each, exit status 2, nothing sent."""
+    from streamcrystal.cli.main import main
+
+    db, uid, _, _ = stored
+    assert main(["publish", "deadbeef", "--catalog", str(catalog_dir), "--address", "localhost:1"]) == 2
+    assert "error: no run 'deadbeef' in the catalog" in capsys.readouterr().err
+    analysis = analysis_runs(db, uid)[0].start["uid"]
+    assert main(["publish", analysis, "--catalog", str(catalog_dir), "--address", "localhost:1"]) == 2
+    err = capsys.readouterr().err
+    assert f"run {analysis} is an analysis run (peak_tracking) of raw run {uid}: publish the raw run" in err
+
+
+def test_a_file_is_not_a_catalog_and_a_missing_one_is_not_made_by_commands_that_read(tmp_path, capsys):
+    from streamcrystal.cli.main import main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a catalog")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        sc.catalog(a_file)
+    for command in (["replay", "abc"], ["publish", "abc"]):
+        for where in (a_file, tmp_path / "mistyped"):
+            assert main([*command, "--catalog", str(where)]) == 2
+            assert f"error: no catalog in {where} (catalog.db not found)" in capsys.readouterr().err
+    assert not (tmp_path / "mistyped").exists()
+
+
 def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           env=subprocess_env(), timeout=timeout)
