@@ -113,7 +113,6 @@ def demo(
     from bluesky import RunEngine
 
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     rod = CrystalRod(grid_shape, detector_shape, frames_per_point=frames_per_point, n_grains=n_grains, seed=seed)
     # As in the seed: the background is an exposure at an empty grid point (air only).
     empty_row, empty_col = np.argwhere(rod.truth.empty)[0]
@@ -134,6 +133,7 @@ def demo(
     elapsed = time.perf_counter() - t0
     results = pipe.results(raw_uid)
 
+    output.mkdir(parents=True, exist_ok=True)  # once there is something to write (not for a failed demo)
     files = [output / "background.npy"]  # the background subtracted: `replay --subtrahend` gives the same answer
     np.save(files[0], background)
     for name, table in [("features", results.features), ("tracks", results.tracks), ("frames", results.frames),

@@ -384,8 +384,9 @@ def _place_peaks(rng, n: int, shape: tuple[int, int], min_distance: float) -> np
             continue
         if len(peaks) == 0 or np.hypot(*(peaks - candidate).T).min() >= min_distance:
             peaks = np.vstack([peaks, candidate])
-    raise ValueError(f"could not place {n} Bragg peaks {min_distance} px apart on a {shape} detector; "
-                     f"lower min_peak_distance, n_grains or peaks_per_grain, or enlarge detector_shape")
+    raise ValueError(f"could not place {n} Bragg peaks {min_distance} px apart on a {shape} detector: use a larger "
+                     "detector (detector_shape, --detector), fewer grains (n_grains, --grains), fewer peaks per grain "
+                     "(peaks_per_grain) or a smaller min_peak_distance")
 
 
 def _beam_centre(shape: tuple[int, int]) -> np.ndarray:

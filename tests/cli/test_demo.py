@@ -187,3 +187,11 @@ def test_live_map_sums_the_peak_intensity_of_each_grid_point(live_scan):
                        start={"shape": truth.grid_shape, "snaking": truth.snaking, "extents": truth.extents})
     np.testing.assert_allclose(live.grid, np.nan_to_num(expected.values))
     assert live.figure is not None and "frames" in live.figure.axes[0].get_title()
+
+
+def test_a_demo_that_cannot_start_leaves_no_output_folder(tmp_path):
+    from streamcrystal.demo import demo
+
+    with pytest.raises(ValueError, match="use a larger detector"):
+        demo(tmp_path / "out", grid_shape=(6, 5), detector_shape=(128, 128), n_grains=4, catalog_path=tmp_path / "c")
+    assert not (tmp_path / "out").exists()

@@ -197,7 +197,7 @@ def test_make_devices_runs_a_users_plan():
 
 
 def test_too_many_peaks_for_the_detector_says_how_to_fix():
-    with pytest.raises(ValueError, match="lower min_peak_distance"):
+    with pytest.raises(ValueError, match=r"use a larger detector \(detector_shape, --detector\), fewer grains"):
         CrystalRod((6, 5), (128, 128), n_grains=4, peaks_per_grain=3, min_peak_distance=60)
 
 
