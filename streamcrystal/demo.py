@@ -181,24 +181,25 @@ def sample_parameters(rod, pipeline_file, *, minmass: float | None = None, maxsi
     if minmass is None:
         parameters = getattr(pipeline_file, "PARAMETERS", {})
         if "diameter" not in parameters:
-            raise ValueError(f"pipeline {pipeline_file.__name__!r} has no PARAMETERS['diameter'] to estimate minmass "
-                             "from; give minmass (--minmass) explicitly")
+            raise ValueError(f"pipeline {Path(pipeline_file.__file__).stem!r} has no PARAMETERS['diameter'] to estimate "
+                             "minmass from; give minmass (--minmass) explicitly")
         minmass = default_minmass(rod, parameters)
     return {"minmass": float(minmass), "maxsize": maxsize, "min_frames": min_frames}
 
 
 def replay_flags(parameters: Mapping) -> str:
-    """``sample_parameters`` as ``streamcrystal replay`` options.
+    """``sample_parameters`` as ``streamcrystal replay`` options (``minmass`` to the last digit
+    that reads back as the same float: a peak on the threshold stays on the same side).
 
     Examples
     --------
-    >>> replay_flags({"minmass": 405.4712, "maxsize": 3.0, "min_frames": 3})
-    '--minmass 405.47 --maxsize 3.0 --min-frames 3'
+    >>> replay_flags({"minmass": 405.47123456789, "maxsize": 3.0, "min_frames": 3})
+    '--minmass 405.47123456789 --maxsize 3.0 --min-frames 3'
     >>> replay_flags({"minmass": 405.0, "maxsize": None, "min_frames": 3})
     '--minmass 405.0 --maxsize 0 --min-frames 3'
     """
     maxsize = parameters["maxsize"] or 0
-    return f"--minmass {round(parameters['minmass'], 2)} --maxsize {maxsize} --min-frames {parameters['min_frames']}"
+    return f"--minmass {float(parameters['minmass'])!r} --maxsize {maxsize} --min-frames {parameters['min_frames']}"
 
 
 def default_minmass(rod, parameters) -> float:
