@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..storage.catalog import catalog, default_catalog_path
+from ..storage.catalog import DATABASE, catalog, default_catalog_path, holds_catalog
 
 __all__ = ["HelpFormatter", "shape", "param", "add_catalog", "open_catalog", "catalog_flags", "catalog_call",
            "add_run", "run_key", "add_pipeline", "add_subtrahend", "subtrahend", "add_cluster", "add_progress",
@@ -81,8 +81,8 @@ def open_catalog(args: argparse.Namespace, *, existing: bool = False):
     (FileNotFoundError) rather than made anew: a mistyped ``--catalog`` is not an empty catalog.
     """
     where = args.uri or (args.catalog or default_catalog_path())
-    if existing and not args.uri and not (Path(where) / "catalog.db").is_file():
-        raise FileNotFoundError(f"no catalog in {where} (catalog.db not found): check --catalog, or store runs "
+    if existing and not args.uri and not holds_catalog(where):
+        raise FileNotFoundError(f"no catalog in {where} ({DATABASE} not found): check --catalog, or store runs "
                                 "there first (streamcrystal simulate, demo)")
     return catalog(args.catalog, uri=args.uri, api_key=args.api_key), where
 

@@ -226,7 +226,7 @@ class SharedSegments:
             segment.unlink()
             raise
         with self._lock:
-            closed = self._stop.is_set()  # close() sets it before it releases every segment, under this lock
+            closed = self.closed  # close() sets it before it releases every segment, under this lock
             if not closed:
                 self._segments[name] = segment
                 self.made += 1

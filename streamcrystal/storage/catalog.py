@@ -28,10 +28,12 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["catalog", "default_catalog_path", "EmbeddedTiled", "RUNS_NODE"]
+__all__ = ["catalog", "default_catalog_path", "holds_catalog", "EmbeddedTiled", "RUNS_NODE"]
 
 logger = logging.getLogger("streamcrystal")
 
+#: The SQLite catalog of runs inside an embedded catalog's directory.
+DATABASE = "catalog.db"
 #: The container of bluesky runs inside the Tiled tree.
 RUNS_NODE = "runs"
 #: Spec that makes the Tiled client a catalog of bluesky runs (SQL-backed: ``is_sql``).
@@ -47,6 +49,19 @@ def default_catalog_path() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("streamcrystal")) / "catalog"
+
+
+def holds_catalog(path: str | os.PathLike) -> bool:
+    """Whether the directory ``path`` holds an embedded catalog (its :data:`DATABASE`), without
+    starting a server or making one.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> holds_catalog(tempfile.mkdtemp())
+    False
+    """
+    return (Path(path).expanduser() / DATABASE).is_file()
 
 
 class EmbeddedTiled:
@@ -75,9 +90,9 @@ class EmbeddedTiled:
                                      "(a new one is made where none exists)")
         (self.directory / "data" / "raw").mkdir(parents=True, exist_ok=True)
         self.api_key = secrets.token_hex(16)
-        _init_once(self.directory / "catalog.db")
+        _init_once(self.directory / DATABASE)
         adapter = catalog_from_uri(
-            self.directory / "catalog.db",
+            self.directory / DATABASE,
             writable_storage=[self.directory / "data", f"sqlite:///{self.directory / 'tables.sqlite'}"],
         )
         app = build_app(adapter, authentication=Authentication(single_user_api_key=self.api_key),
